@@ -1,0 +1,47 @@
+"""Options shared by every pipeline."""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+# Beam's DirectRunner tries to download Prism first; the Python FnApiRunner never
+# reaches the network, so it is the local default.
+LOCAL_RUNNER = "FnApiRunner"
+
+
+def with_local_runner(options: PipelineOptions) -> PipelineOptions:
+    standard = options.view_as(StandardOptions)
+    if not standard.runner:
+        standard.runner = LOCAL_RUNNER
+    return options
+
+
+def counter_value(result, name: str) -> int:
+    """The committed value of a pipeline counter by name (0 when it never ran)."""
+    counters = result.metrics().query()["counters"]
+    return sum(c.committed or 0 for c in counters if c.key.metric.name == name)
+
+
+def check_beam_args(args: list[str]) -> list[str]:
+    """Fail with one line on a Beam option Beam does not know (it would only log it)."""
+    import argparse
+
+    args = [a for a in args if a != "--"]
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for cls in _all_subclasses(PipelineOptions):
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(args)
+    flags = [a for a in unknown if a.startswith("-")]
+    if flags or unknown:
+        from fraud_detection.errors import UsageError
+
+        raise UsageError(f"unknown Beam option: {(flags or unknown)[0]}")
+    return args
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found

@@ -1,0 +1,71 @@
+"""Validate a Parquet dataset: every row either passes or lands in the dead letters."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from fraud_detection.beam_pipelines.options import counter_value, with_local_runner
+from fraud_detection.errors import UsageError
+from fraud_detection.io.parquet import TRANSACTIONS_DIR
+from fraud_detection.transforms.parse import ValidateTransactions
+
+
+class ValidateOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument(
+            "--input", help="Parquet file glob, or a dataset folder (its transactions/ are read)")
+        parser.add_argument(
+            "--dead_letters", default="out/dead-letters/validate",
+            help="path prefix of the dead-letter JSON-lines files")
+
+
+@dataclass(frozen=True)
+class ValidateSummary:
+    read: int
+    valid: int
+    dead_lettered: int
+    dead_letters_prefix: str
+    seconds: float
+
+    def __str__(self) -> str:
+        return (f"read {self.read}, valid {self.valid}, dead-lettered {self.dead_lettered} "
+                f"(reasons in {self.dead_letters_prefix}*), {self.seconds:.1f}s")
+
+
+def input_pattern(value: str | None) -> str:
+    """The file glob for --input, failing with one line when it matches nothing."""
+    if not value:
+        raise UsageError("--input is required: a Parquet glob or a dataset folder")
+    pattern = value
+    if not any(ch in value for ch in "*?[") and not value.endswith(".parquet"):
+        pattern = FileSystems.join(value, TRANSACTIONS_DIR, "date=*", "*.parquet")
+    if not FileSystems.match([pattern])[0].metadata_list:
+        raise UsageError(f"no Parquet files match {pattern}")
+    return pattern
+
+
+def run(argv: list[str] | None = None) -> ValidateSummary:
+    options = with_local_runner(PipelineOptions(argv))
+    opts = options.view_as(ValidateOptions)
+    pattern = input_pattern(opts.input)
+    started = time.monotonic()
+    with beam.Pipeline(options=options) as pipeline:
+        checked = (pipeline
+                   | "Read" >> beam.io.ReadFromParquet(pattern)
+                   | "Validate" >> ValidateTransactions(source=f"parquet:{opts.input}"))
+        _ = (checked.dead_letters
+             | "ToJson" >> beam.Map(lambda d: json.dumps(d.to_dict(), sort_keys=True))
+             | "WriteDeadLetters" >> beam.io.WriteToText(
+                 opts.dead_letters, file_name_suffix=".jsonl"))
+    result = pipeline.result
+    return ValidateSummary(
+        read=counter_value(result, "read"), valid=counter_value(result, "valid"),
+        dead_lettered=counter_value(result, "dead_lettered"),
+        dead_letters_prefix=opts.dead_letters, seconds=time.monotonic() - started)

@@ -1,0 +1,152 @@
+"""python -m fraud_detection <command>: the one entry point for every user-facing task."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fraud_detection import __version__
+from fraud_detection.config import ConfigError, Settings, add_settings_arguments, load_settings
+from fraud_detection.errors import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    # A wrong option is one line on stderr and exit 2, not a usage dump.
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud_detection.datagen.world import WorldConfig, generate
+
+    try:
+        cfg = WorldConfig(days=args.days, seed=args.seed, rows=args.rows, banks=args.banks,
+                          start=args.start, fraud_scale=args.fraud_scale)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    out = args.out or settings.data_dir
+    report = generate(cfg, out, progress=not args.quiet)
+    print(f"{out}: {report.summary()}")
+    return 0
+
+
+def cmd_import_paysim(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud_detection.datagen.paysim import import_paysim
+
+    if not args.file.is_file():
+        raise UsageError(f"no such file: {args.file}")
+    start = dt.datetime.combine(args.start, dt.time(), tzinfo=dt.UTC)
+    report = import_paysim(args.file, args.out or settings.data_dir, start=start,
+                           currency=args.currency, bank_id=args.bank_id,
+                           chunk_rows=args.chunk_rows, progress=not args.quiet)
+    print(report.summary())
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud_detection.beam_pipelines import validate
+    from fraud_detection.beam_pipelines.options import check_beam_args
+
+    argv = ["--input", str(args.input or settings.data_dir),
+            "--dead_letters", args.dead_letters, *check_beam_args(args.beam_args)]
+    summary = validate.run(argv)
+    print(summary)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    import yaml
+
+    print(yaml.safe_dump(settings.as_dict(), sort_keys=False).rstrip())
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
+    settings_flags = _Parser(add_help=False)
+    add_settings_arguments(settings_flags)
+    parser = _Parser(
+        prog="fraud-detection",
+        description="Fraud detection for banks on Apache Beam.",
+        epilog="Settings: defaults < --config YAML < FRAUD_* environment < flags.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    handlers: dict[str, Callable] = {}
+
+    def command(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text,
+                                  parents=[settings_flags])
+        handlers[name] = handler
+        return sub
+
+    gen = command("generate", cmd_generate,
+                  "write a synthetic bank world with labelled fraud scenarios as Parquet")
+    gen.add_argument("--days", type=_positive_int, default=30)
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--rows", type=_positive_int, default=50_000,
+                     help="legitimate transactions to generate (fraud comes on top)")
+    gen.add_argument("--banks", type=_positive_int, default=3)
+    gen.add_argument("--start", type=_date, default=dt.date(2024, 1, 1), help="first day")
+    gen.add_argument("--fraud-scale", type=float, default=1.0,
+                     help="multiplies the number of fraud incidents")
+    gen.add_argument("--out", type=Path, help="output folder (default: the data_dir setting)")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    pay = command("import-paysim", cmd_import_paysim,
+                  "convert PaySim's CSV into canonical transactions as Parquet")
+    pay.add_argument("file", type=Path, help="PaySim CSV file")
+    pay.add_argument("--out", type=Path, help="output folder (default: the data_dir setting)")
+    pay.add_argument("--start", type=_date, default=dt.date(2024, 1, 1),
+                     help="the date PaySim's step 1 falls on")
+    pay.add_argument("--currency", default="USD")
+    pay.add_argument("--bank-id", default="paysim")
+    pay.add_argument("--chunk-rows", type=_positive_int, default=200_000)
+    pay.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    val = command("validate", cmd_validate,
+                  "check a Parquet dataset with a Beam pipeline; bad rows go to dead letters")
+    val.add_argument("--input", help="Parquet glob or dataset folder (default: data_dir)")
+    val.add_argument("--dead-letters", default="out/dead-letters/validate",
+                     help="path prefix of the dead-letter files")
+    val.add_argument("beam_args", nargs=argparse.REMAINDER,
+                     help="Beam pipeline options after --, e.g. -- --runner=FnApiRunner")
+
+    command("config", cmd_config, "print the effective settings")
+    return parser, handlers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings(args)
+        return handlers[args.command](args, settings)
+    except (UsageError, ConfigError) as exc:
+        print(f"fraud-detection {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fraud-detection {args.command}: interrupted", file=sys.stderr)
+        return 130

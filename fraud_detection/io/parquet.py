@@ -1,0 +1,120 @@
+"""The Parquet layout every producer writes and every reader expects.
+
+    OUT/transactions/date=YYYY-MM-DD/part-NNNNN.parquet
+    OUT/entities/{banks,users,accounts,merchants}/part-NNNNN.parquet
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+TRANSACTIONS_DIR = "transactions"
+ENTITIES_DIR = "entities"
+ENTITY_KINDS = ("banks", "users", "accounts", "merchants")
+
+_TS = pa.timestamp("us", tz="UTC")
+
+TRANSACTION_SCHEMA = pa.schema(
+    [
+        ("transaction_id", pa.string()),
+        ("event_time", _TS),
+        ("bank_id", pa.string()),
+        ("user_id", pa.string()),
+        ("account_id", pa.string()),
+        ("counterparty_id", pa.string()),
+        ("counterparty_type", pa.string()),
+        ("tx_type", pa.string()),
+        ("amount_cents", pa.int64()),
+        ("currency", pa.string()),
+        ("balance_before_cents", pa.int64()),
+        ("balance_after_cents", pa.int64()),
+        ("label", pa.string()),
+        ("source", pa.string()),
+        ("source_flagged", pa.bool_()),
+    ]
+)
+
+ENTITY_SCHEMAS: dict[str, pa.Schema] = {
+    "banks": pa.schema(
+        [("bank_id", pa.string()), ("name", pa.string()), ("country", pa.string()),
+         ("currency", pa.string())]
+    ),
+    "users": pa.schema(
+        [("user_id", pa.string()), ("bank_id", pa.string()), ("name", pa.string()),
+         ("email", pa.string()), ("country", pa.string()), ("created_at", _TS)]
+    ),
+    "accounts": pa.schema(
+        [("account_id", pa.string()), ("user_id", pa.string()), ("bank_id", pa.string()),
+         ("account_type", pa.string()), ("currency", pa.string()), ("opened_at", _TS)]
+    ),
+    "merchants": pa.schema(
+        [("merchant_id", pa.string()), ("name", pa.string()), ("category", pa.string()),
+         ("country", pa.string())]
+    ),
+}
+
+
+def transactions_table(columns: Mapping[str, Any]) -> pa.Table:
+    """An Arrow table in TRANSACTION_SCHEMA from column arrays or lists."""
+    return pa.table(
+        {f.name: pa.array(columns[f.name], type=f.type) for f in TRANSACTION_SCHEMA},
+        schema=TRANSACTION_SCHEMA,
+    )
+
+
+def write_partitioned_transactions(table: pa.Table, out: Path, part: int = 0) -> list[Path]:
+    """Write one file per UTC day under OUT/transactions/date=YYYY-MM-DD/."""
+    if table.num_rows == 0:
+        return []
+    days = pc.floor_temporal(table["event_time"], unit="day").cast(pa.int64()).to_numpy()
+    order = np.argsort(days, kind="stable")
+    sorted_days = days[order]
+    bounds = np.flatnonzero(np.diff(sorted_days)) + 1
+    written = []
+    for chunk in np.split(order, bounds):
+        day_us = int(days[chunk[0]])
+        date = dt.datetime.fromtimestamp(day_us / 1e6, tz=dt.UTC).date()
+        folder = out / TRANSACTIONS_DIR / f"date={date.isoformat()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"part-{part:05d}.parquet"
+        pq.write_table(table.take(chunk), path, compression="zstd")
+        written.append(path)
+    return written
+
+
+def write_entities(kind: str, rows: Iterable[Mapping[str, Any]] | pa.Table, out: Path,
+                   part: int = 0) -> Path:
+    schema = ENTITY_SCHEMAS[kind]
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows), schema)
+    folder = out / ENTITIES_DIR / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"part-{part:05d}.parquet"
+    pq.write_table(table.cast(schema), path, compression="zstd")
+    return path
+
+
+def transaction_files(root: Path) -> list[Path]:
+    """The transaction Parquet files of a dataset, in date order."""
+    return sorted((root / TRANSACTIONS_DIR).glob("date=*/*.parquet"))
+
+
+def read_transactions(root: Path) -> pa.Table:
+    files = transaction_files(root)
+    if not files:
+        return TRANSACTION_SCHEMA.empty_table()
+    return pa.concat_tables(pq.read_table(f, schema=TRANSACTION_SCHEMA) for f in files)
+
+
+def read_entities(root: Path, kind: str) -> pa.Table:
+    files = sorted((root / ENTITIES_DIR / kind).glob("*.parquet"))
+    if not files:
+        return ENTITY_SCHEMAS[kind].empty_table()
+    return pa.concat_tables(pq.read_table(f, schema=ENTITY_SCHEMAS[kind]) for f in files)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets everything up and runs the demo end to end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-env.sh
+fd() { .venv/bin/python -m fraud_detection "$@"; }
+
+echo "== generate a 30-day bank world (seed 7) into out/demo"
+fd generate --days 30 --seed 7 --rows 50000 --out out/demo
+echo "== validate it with the Beam pipeline (bad rows would go to out/dead-letters/)"
+fd validate --input out/demo --dead-letters out/dead-letters/demo
