@@ -106,3 +106,15 @@ def test_config_is_checked():
     for bad in ({"days": 1}, {"rows": 10}, {"banks": 0}, {"fraud_scale": -1}):
         with pytest.raises(ValueError):
             WorldConfig(**bad)
+
+
+def test_checked_in_sample_is_what_its_manifest_generates(tmp_path):
+    import datetime as dt
+    from pathlib import Path
+
+    sample = Path(__file__).parents[2] / "data" / "sample"
+    manifest = json.loads((sample / "manifest.json").read_text())
+    config = {**manifest["config"], "start": dt.date.fromisoformat(manifest["config"]["start"])}
+    report = generate(WorldConfig(**config), tmp_path)
+    assert report.labels == manifest["labels"]
+    assert read_transactions(tmp_path).equals(read_transactions(sample))
