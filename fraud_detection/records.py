@@ -136,6 +136,8 @@ _REQUIRED = (
     "amount_cents",
     "currency",
 )
+# "date" is the Hive partition column a Parquet reader may add.
+_KNOWN_KEYS = frozenset((*TRANSACTION_FIELDS, "date"))
 _ID_FIELDS = ("transaction_id", "bank_id", "user_id", "account_id", "counterparty_id")
 _MAX_ID_LENGTH = 128
 
@@ -206,9 +208,9 @@ def validate_transaction(
     for name in _REQUIRED:
         if raw.get(name) is None:
             errors.append(f"{name}: missing")
-    unknown = sorted(str(k) for k in raw if k not in TRANSACTION_FIELDS and k != "date")
+    unknown = [k for k in raw if k not in _KNOWN_KEYS]
     if unknown:
-        errors.append(f"unknown fields: {', '.join(unknown)[:120]}")
+        errors.append(f"unknown fields: {', '.join(sorted(map(str, unknown)))[:120]}")
 
     values: dict[str, Any] = {}
     for name in _ID_FIELDS:

@@ -1,0 +1,208 @@
+"""Settings: defaults < YAML config file < FRAUD_* environment < command-line flags.
+
+The one place that knows hosts, ports, keyspace, topics and paths. Flags, env
+names and coercion all come from the Settings fields, so a new setting is one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fraud_detection.errors import UsageError
+
+ENV_PREFIX = "FRAUD_"
+DEFAULT_CONFIG_FILE = Path("fraud-detection.yaml")
+CONSISTENCY_LEVELS = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM",
+                      "LOCAL_ONE")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(UsageError):
+    pass
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fraud-detection"
+
+
+def _setting(default: Any, help_text: str, **checks: Any) -> Any:
+    return field(default=default, metadata={"help": help_text, **checks})
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = _setting("127.0.0.1:9092", "Kafka bootstrap servers, host:port[,...]")
+    cassandra_hosts: tuple[str, ...] = _setting(("127.0.0.1",), "Cassandra contact points")
+    cassandra_port: int = _setting(9042, "Cassandra native (CQL) port", port=True)
+    cassandra_keyspace: str = _setting("fraud", "Cassandra keyspace")
+    cassandra_replication_factor: int = _setting(1, "replication factor of the keyspace",
+                                                 minimum=1)
+    cassandra_consistency: str = _setting("LOCAL_QUORUM", "consistency level of reads and writes",
+                                          choices=CONSISTENCY_LEVELS)
+    cassandra_username: str = _setting("", "Cassandra user (PasswordAuthenticator)")
+    cassandra_password: str = _setting("", "Cassandra password", secret=True)
+    redis_host: str = _setting("127.0.0.1", "Redis host")
+    redis_port: int = _setting(6379, "Redis port", port=True)
+    redis_db: int = _setting(0, "Redis database number", minimum=0)
+    topic_transactions: str = _setting("transactions", "Kafka topic of incoming transactions")
+    topic_alerts: str = _setting("alerts", "Kafka topic of fraud alerts")
+    topic_dead_letters: str = _setting("dead-letters", "Kafka topic of rejected records")
+    topic_labels: str = _setting("labels", "Kafka topic of analysts' fraud labels")
+    data_dir: Path = _setting(Path("data/sample"), "dataset folder the commands read by default")
+    stack_dir: Path = _setting(_cache_dir() / "stack", "where the local stack keeps jars and data")
+    fraud_threshold: float = _setting(0.5, "score at which a transaction is flagged",
+                                      minimum=0.0, maximum=1.0)
+    log_level: str = _setting("INFO", "logging level", choices=LOG_LEVELS)
+
+    def as_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret") and value:
+                value = "***"
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            result[f.name] = value
+        return result
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_TYPES = typing.get_type_hints(Settings)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    kind = _TYPES[name]
+    meta = _FIELDS[name].metadata
+    where = f"{source}: " if source.startswith("--") else f"{source}: {name}: "
+    if source.startswith(ENV_PREFIX):
+        where = f"{source}: "
+
+    def fail(why: str) -> typing.NoReturn:
+        raise ConfigError(f"{where}{why}")
+
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            fail(f"expected an integer, got {value!r}")
+        try:
+            result: Any = int(value)
+        except ValueError:
+            fail(f"expected an integer, got {value!r}")
+    elif kind is float:
+        if isinstance(value, bool):
+            fail(f"expected a number, got {value!r}")
+        try:
+            result = float(value)
+        except (TypeError, ValueError):
+            fail(f"expected a number, got {value!r}")
+    elif kind is Path:
+        if not isinstance(value, str | Path) or not str(value):
+            fail(f"expected a path, got {value!r}")
+        result = Path(value)
+    elif kind == tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            fail(f"expected a list of text or a comma-separated text, got {value!r}")
+        result = tuple(i.strip() for i in items if i.strip())
+        if not result:
+            fail("expected at least one value")
+    else:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            fail(f"expected text, got {value!r}")
+        result = str(value)
+
+    if meta.get("port") and not 1 <= result <= 65535:
+        fail(f"must be between 1 and 65535, got {result}")
+    if "minimum" in meta and result < meta["minimum"]:
+        fail(f"must be at least {meta['minimum']}, got {result}")
+    if "maximum" in meta and result > meta["maximum"]:
+        fail(f"must be at most {meta['maximum']}, got {result}")
+    if "choices" in meta:
+        result = result.upper()
+        if result not in meta["choices"]:
+            fail(f"must be one of {', '.join(meta['choices'])}, got {value!r}")
+    return result
+
+
+def _flatten(data: Mapping[str, Any], source: str, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, source, f"{name}_"))
+        elif name in _FIELDS:
+            flat[name] = value
+        else:
+            dotted = name if not prefix else f"{prefix[:-1]}.{key}"
+            raise ConfigError(f"{source}: unknown setting {dotted!r}")
+    return flat
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return {k: _coerce(k, v, str(path)) for k, v in _flatten(data, str(path)).items()}
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings")
+    group.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                       help=f"YAML settings file (default: ${ENV_PREFIX}CONFIG or "
+                            f"./{DEFAULT_CONFIG_FILE} if present)")
+    for name, f in _FIELDS.items():
+        group.add_argument(_flag(name), dest=f"setting_{name}", metavar="VALUE",
+                           default=argparse.SUPPRESS, help=f.metadata["help"])
+
+
+def load_settings(args: argparse.Namespace | Mapping[str, str] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    if isinstance(args, argparse.Namespace):
+        given = vars(args)
+        flags = {k[len("setting_"):]: v for k, v in given.items() if k.startswith("setting_")}
+        config_path = given.get("config")
+    else:
+        flags = {k.replace("-", "_").lstrip("_"): v for k, v in (args or {}).items()}
+        config_path = flags.pop("config", None)
+
+    values: dict[str, Any] = {}
+    if config_path:
+        values.update(read_config_file(Path(config_path)))
+    elif environ.get(f"{ENV_PREFIX}CONFIG"):
+        values.update(read_config_file(Path(environ[f"{ENV_PREFIX}CONFIG"])))
+    elif DEFAULT_CONFIG_FILE.is_file():
+        values.update(read_config_file(DEFAULT_CONFIG_FILE))
+    for name in _FIELDS:
+        env_name = f"{ENV_PREFIX}{name.upper()}"
+        if env_name in environ:
+            values[name] = _coerce(name, environ[env_name], env_name)
+    for name, value in flags.items():
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting {_flag(name)}")
+        values[name] = _coerce(name, value, _flag(name))
+    return Settings(**values)
