@@ -10,13 +10,8 @@ from pathlib import Path
 
 from fraud_detection import __version__
 from fraud_detection.config import ConfigError, Settings, add_settings_arguments, load_settings
+from fraud_detection.errors import OneLineErrorParser as _Parser
 from fraud_detection.errors import UsageError
-
-
-class _Parser(argparse.ArgumentParser):
-    # A wrong option is one line on stderr and exit 2, not a usage dump.
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _date(text: str) -> dt.date:
@@ -72,6 +67,20 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     summary = validate.run(argv)
     print(summary)
     return 0
+
+
+def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud_detection.stack import Ports
+    from fraud_detection.stack.cli import main as stack_main
+
+    first = settings.kafka_bootstrap.split(",")[0]
+    try:
+        kafka_port = int(first.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        raise UsageError(f"kafka_bootstrap: expected host:port, got {first!r}") from None
+    ports = Ports(kafka=kafka_port, kafka_controller=kafka_port + 1,
+                  cassandra_native=settings.cassandra_port, redis=settings.redis_port)
+    return stack_main(args.stack_args, ports=ports, state_dir=settings.stack_dir)
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
@@ -130,6 +139,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
                      help="path prefix of the dead-letter files")
     val.add_argument("beam_args", nargs=argparse.REMAINDER,
                      help="Beam pipeline options after --, e.g. -- --runner=FnApiRunner")
+
+    stk = command("stack", cmd_stack,
+                  "start, stop and inspect the local Kafka, Cassandra and Redis")
+    stk.add_argument("stack_args", nargs=argparse.REMAINDER, metavar="up|down|status|logs ...",
+                     help="see `stack -- --help`")
 
     command("config", cmd_config, "print the effective settings")
     return parser, handlers

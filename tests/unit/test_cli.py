@@ -5,7 +5,7 @@ import pytest
 
 from fraud_detection.cli import main
 
-COMMANDS = ("generate", "import-paysim", "validate", "config")
+COMMANDS = ("generate", "import-paysim", "validate", "stack", "config")
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -60,3 +60,12 @@ def test_config_shows_layered_settings(tmp_path):
     assert "redis_port: 6500" in result.stdout
     assert "kafka_bootstrap: h:1" in result.stdout
     assert "s3cret" not in result.stdout
+
+
+def test_console_script_is_installed():
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "fraud-detection"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert all(name in result.stdout for name in COMMANDS)

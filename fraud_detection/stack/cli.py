@@ -1,0 +1,69 @@
+"""`stack up | down | status | logs`: the local services, one line per process."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from fraud_detection import stack
+from fraud_detection.errors import OneLineErrorParser as _Parser
+from fraud_detection.stack import SERVICES, Ports, StackError
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", type=Path, default=None,
+                        help="where data, logs and pid files live "
+                             f"(default {stack.default_state_dir()})")
+    parser = _Parser(prog="fraud-detection stack",
+                     description="Local Kafka, Cassandra and Redis on 127.0.0.1.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    up = commands.add_parser("up", parents=[common], help="start what is not running")
+    up.add_argument("--services", nargs="+", choices=SERVICES, default=list(SERVICES))
+    up.add_argument("--cassandra-nodes", type=int, default=1, choices=range(1, 10),
+                    metavar="N", help="Cassandra nodes on 127.0.0.1..N (default 1)")
+    commands.add_parser("down", parents=[common], help="stop every process the stack started")
+    commands.add_parser("status", parents=[common], help="one line per process")
+    logs = commands.add_parser("logs", parents=[common], help="the end of a service's log")
+    logs.add_argument("service", help="kafka, redis, cassandra or cassandra-N")
+    logs.add_argument("-n", "--lines", type=int, default=40)
+    return parser
+
+
+def main(argv: list[str] | None = None, *, ports: Ports | None = None,
+         state_dir: Path | None = None) -> int:
+    """ports and state_dir come from the project's settings; --state-dir wins over them."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    state = args.state_dir or state_dir
+    try:
+        if args.command == "up":
+            began = time.monotonic()
+            info = stack.up(args.services, args.cassandra_nodes, ports, state,
+                            progress=lambda line: print(line, flush=True))
+            print(f"stack up in {time.monotonic() - began:.1f} s ({info.state_dir})")
+        elif args.command == "down":
+            stopped = stack.down(state)
+            print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+        elif args.command == "status":
+            rows = stack.status(state)
+            if not rows:
+                print(f"no stack in {state or stack.default_state_dir()}")
+            for row in rows:
+                pid = f"pid {row.pid}" if row.running else "stopped"
+                print(f"{row.name:<12} {row.address:<16} {pid:<12} {row.log}")
+        else:
+            log = stack.log_path(args.service, state)
+            if not log.is_file():
+                raise StackError(f"no log yet: {log}")
+            with log.open(errors="replace") as lines:
+                sys.stdout.writelines(deque(lines, maxlen=max(args.lines, 0)))
+    except (StackError, OSError) as exc:
+        print(f"stack: {exc}", file=sys.stderr)
+        return 1
+    return 0

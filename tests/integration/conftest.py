@@ -1,0 +1,48 @@
+"""Integration tests against the real local services of fraud_detection.stack.
+
+The session brings the default stack up once, or reuses one that is already running,
+and takes it down at the end only if it started it. A service that cannot start fails
+the tests loudly: it never skips them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from fraud_detection.stack import StackError, StackInfo, down, status, up
+
+# These take the shared stack down, so they run after every other test.
+RUN_LAST = ("test_stack_lifecycle.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name in RUN_LAST)  # stable: order kept otherwise
+
+
+def _up_or_fail(**up_args: Any) -> StackInfo:
+    """up(**up_args), or a test failure (never a skip) that says in one line why not."""
+    try:
+        return up(**up_args)
+    except StackError as exc:
+        problem = str(exc)
+    pytest.fail(f"the stack did not start: {problem}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def up_or_fail() -> Callable[..., StackInfo]:
+    return _up_or_fail
+
+
+@pytest.fixture(scope="session")
+def stack_was_running() -> bool:
+    return any(s.running for s in status())
+
+
+@pytest.fixture(scope="session")
+def stack(stack_was_running: bool) -> Iterator[StackInfo]:
+    yield _up_or_fail()
+    if not stack_was_running:
+        down()
