@@ -1,0 +1,143 @@
+"""Per-account behaviour in event time: one pure state machine with bounded state.
+
+`AccountHistory.observe(tx)` returns the features of `tx` against everything the
+account did before it, then adds `tx`. Feed it an account's transactions in
+event-time order (the stateful DoFn and the batch path both do) and the result
+does not depend on the runner.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from fraud_detection.records import CREDIT_TX_TYPES, Transaction
+
+HOUR = 3600
+WINDOWS_HOURS = {"1h": 1, "24h": 24, "7d": 24 * 7, "30d": 24 * 30}
+MAX_HOURS = max(WINDOWS_HOURS.values())
+RECENT_AMOUNTS = 200  # robust z-score over the account's last N amounts
+MAX_COUNTERPARTIES = 1_000  # least recently paid forgotten first
+MIN_HISTORY_FOR_ZSCORE = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    count_1h: int
+    amount_1h: int
+    count_24h: int
+    amount_24h: int
+    count_7d: int
+    amount_7d: int
+    count_30d: int
+    amount_30d: int
+    amount_zscore: float  # robust: (amount - median) / (1.4826 * MAD); 0 without history
+    amount_to_median: float  # amount / median of recent amounts; 1 without history
+    seconds_since_last: float  # -1 for the account's first transaction
+    new_counterparty: bool
+    balance_mismatch: bool
+    night: bool  # 00:00-05:59 UTC
+    weekend: bool
+
+    def as_vector(self) -> list[float]:
+        return [float(getattr(self, name)) for name in FEATURE_NAMES]
+
+
+FEATURE_NAMES = tuple(Features.__dataclass_fields__)
+
+
+def _hour(t: dt.datetime) -> int:
+    return int(t.timestamp()) // HOUR
+
+
+def balance_mismatch(tx: Transaction) -> bool:
+    if tx.balance_before_cents is None or tx.balance_after_cents is None:
+        return False
+    sign = 1 if tx.tx_type in CREDIT_TX_TYPES else -1
+    return tx.balance_before_cents + sign * tx.amount_cents != tx.balance_after_cents
+
+
+def robust_zscore(amount: int, history: list[int]) -> tuple[float, float]:
+    """(z, amount / median) of amount against history, (0, 1) when too little history."""
+    if len(history) < MIN_HISTORY_FOR_ZSCORE:
+        return 0.0, 1.0
+    ordered = sorted(history)
+    median = _median(ordered)
+    mad = _median(sorted(abs(a - median) for a in ordered))
+    # A flat history (MAD 0) still needs a scale: one cent, or a tenth of the median.
+    scale = 1.4826 * mad if mad else max(median * 0.1, 1.0)
+    ratio = amount / median if median else float(amount > 0) * 1e6
+    return (amount - median) / scale, ratio
+
+
+def _median(ordered: list[int] | list[float]) -> float:
+    n = len(ordered)
+    mid = n // 2
+    return float(ordered[mid]) if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+@dataclass
+class AccountHistory:
+    """What one account did: hour buckets, recent amounts, known counterparties."""
+
+    buckets: dict[int, list[int]] = field(default_factory=dict)  # hour -> [count, amount]
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_AMOUNTS))
+    counterparties: OrderedDict = field(default_factory=OrderedDict)
+    last_time: dt.datetime | None = None
+
+    def features(self, tx: Transaction) -> Features:
+        hour = _hour(tx.event_time)
+        sums = {name: [0, 0] for name in WINDOWS_HOURS}
+        # Few buckets exist per account, so walk them rather than every hour of 30 days.
+        for h, (count, amount) in self.buckets.items():
+            age = hour - h
+            if age < 0:
+                continue  # a later event already seen: not "before" this one
+            for name, hours in WINDOWS_HOURS.items():
+                if age < hours:
+                    sums[name][0] += count
+                    sums[name][1] += amount
+        z, ratio = robust_zscore(tx.amount_cents, list(self.recent))
+        since = (tx.event_time - self.last_time).total_seconds() if self.last_time else -1.0
+        return Features(
+            count_1h=sums["1h"][0], amount_1h=sums["1h"][1],
+            count_24h=sums["24h"][0], amount_24h=sums["24h"][1],
+            count_7d=sums["7d"][0], amount_7d=sums["7d"][1],
+            count_30d=sums["30d"][0], amount_30d=sums["30d"][1],
+            amount_zscore=round(z, 6) if math.isfinite(z) else 0.0,
+            amount_to_median=round(ratio, 6),
+            seconds_since_last=max(since, 0.0) if since != -1.0 else -1.0,
+            new_counterparty=tx.counterparty_id not in self.counterparties,
+            balance_mismatch=balance_mismatch(tx),
+            night=tx.event_time.hour < 6,
+            weekend=tx.event_time.weekday() >= 5,
+        )
+
+    def add(self, tx: Transaction) -> None:
+        hour = _hour(tx.event_time)
+        bucket = self.buckets.setdefault(hour, [0, 0])
+        bucket[0] += 1
+        bucket[1] += tx.amount_cents
+        # Hour buckets older than the longest window can never count again.
+        oldest = hour - MAX_HOURS
+        for h in [h for h in self.buckets if h <= oldest]:
+            del self.buckets[h]
+        self.recent.append(tx.amount_cents)
+        self.counterparties[tx.counterparty_id] = None
+        self.counterparties.move_to_end(tx.counterparty_id)
+        while len(self.counterparties) > MAX_COUNTERPARTIES:
+            self.counterparties.popitem(last=False)
+        if self.last_time is None or tx.event_time > self.last_time:
+            self.last_time = tx.event_time
+
+    def observe(self, tx: Transaction) -> Features:
+        result = self.features(tx)
+        self.add(tx)
+        return result
+
+
+def event_order_key(tx: Transaction) -> tuple[dt.datetime, str]:
+    """The one order every path processes an account's transactions in."""
+    return tx.event_time, tx.transaction_id
