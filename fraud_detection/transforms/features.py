@@ -13,6 +13,18 @@ import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
 from fraud_detection.records import CREDIT_TX_TYPES, Transaction
 
 HOUR = 3600
@@ -141,3 +153,74 @@ class AccountHistory:
 def event_order_key(tx: Transaction) -> tuple[dt.datetime, str]:
     """The one order every path processes an account's transactions in."""
     return tx.event_time, tx.transaction_id
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturedTransaction:
+    transaction: Transaction
+    features: Features
+    late: bool  # an event of the account that came after it was processed first
+
+
+class AccountFeaturesFn(beam.DoFn):
+    """Buffers an account's events until the watermark passes them, then runs them in order.
+
+    In batch the watermark jumps to the end, so the whole history runs in order; in
+    streaming it runs continuously. An event behind what was already processed is
+    still scored, against the history so far, and marked late.
+    """
+
+    HISTORY = ReadModifyWriteStateSpec("history", PickleCoder())
+    BUFFER = BagStateSpec("buffer", PickleCoder())
+    NEXT_FLUSH = ReadModifyWriteStateSpec("next_flush", PickleCoder())
+    FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+
+    def process(self, element: tuple[str, Transaction],
+                buffer=beam.DoFn.StateParam(BUFFER),
+                next_flush=beam.DoFn.StateParam(NEXT_FLUSH),
+                flush=beam.DoFn.TimerParam(FLUSH)):
+        _, tx = element
+        buffer.add(tx)
+        at = Timestamp.from_utc_datetime(tx.event_time)
+        pending = next_flush.read()
+        if pending is None or at < pending:
+            # One timer per key: keep it at the earliest buffered event.
+            flush.set(at)
+            next_flush.write(at)
+
+    @on_timer(FLUSH)
+    def on_flush(self, fired_at=beam.DoFn.TimestampParam,
+                 history_state=beam.DoFn.StateParam(HISTORY),
+                 buffer=beam.DoFn.StateParam(BUFFER),
+                 next_flush=beam.DoFn.StateParam(NEXT_FLUSH),
+                 flush=beam.DoFn.TimerParam(FLUSH)):
+        pending = sorted(buffer.read(), key=event_order_key)
+        ready = [t for t in pending if Timestamp.from_utc_datetime(t.event_time) <= fired_at]
+        waiting = pending[len(ready):]
+        buffer.clear()
+        for t in waiting:
+            buffer.add(t)
+        if waiting:
+            # The watermark may already be far past fired_at (in batch it is at the
+            # end): aim at the latest waiting event so one more firing can take them
+            # all, and an earlier arrival in process() pulls the timer back.
+            at = Timestamp.from_utc_datetime(waiting[-1].event_time)
+            flush.set(at)
+            next_flush.write(at)
+        else:
+            next_flush.clear()
+        history = history_state.read() or AccountHistory()
+        for t in ready:
+            late = history.last_time is not None and t.event_time < history.last_time
+            yield TimestampedValue(FeaturedTransaction(t, history.observe(t), late),
+                                   Timestamp.from_utc_datetime(t.event_time))
+        history_state.write(history)
+
+
+class ComputeAccountFeatures(beam.PTransform):
+    """Transactions (timestamped by event time) -> FeaturedTransaction, per account."""
+
+    def expand(self, transactions):
+        return (transactions
+                | "KeyByAccount" >> beam.Map(lambda t: (t.account_id, t))
+                | "InEventTimeOrder" >> beam.ParDo(AccountFeaturesFn()))

@@ -80,3 +80,75 @@ def test_same_events_in_any_arrival_order_give_the_same_features(events, rnd):
         return {t.transaction_id: history.observe(t) for t in sorted(batch, key=event_order_key)}
 
     assert run(txs) == run(shuffled)
+
+
+def _sample_transactions(n=300):
+    import random
+
+    rnd = random.Random(5)
+    out = []
+    for i in range(n):
+        account = f"a-{i % 7}"
+        t = tx(i, rnd.randrange(0, 60 * 24 * 20), rnd.randrange(1, 10**5), f"m-{rnd.randrange(9)}")
+        out.append(Transaction(**{**t.to_dict(), "account_id": account}))
+    return out
+
+
+def _expected(transactions):
+    histories, result = {}, {}
+    for t in sorted(transactions, key=event_order_key):
+        history = histories.setdefault(t.account_id, AccountHistory())
+        result[t.transaction_id] = history.observe(t)
+    return result
+
+
+def test_stateful_dofn_in_batch_matches_the_state_machine():
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+    from apache_beam.transforms.window import TimestampedValue
+
+    from fraud_detection.transforms.features import ComputeAccountFeatures
+
+    transactions = _sample_transactions()
+    expected = _expected(transactions)
+    with beam.Pipeline("FnApiRunner") as p:
+        out = (p | beam.Create(transactions)
+               | beam.Map(lambda t: TimestampedValue(t, t.event_time.timestamp()))
+               | ComputeAccountFeatures()
+               | beam.Map(lambda f: (f.transaction.transaction_id, f.features, f.late)))
+        assert_that(out, equal_to([(k, v, False) for k, v in expected.items()]))
+
+
+def test_stateful_dofn_in_streaming_matches_batch_even_out_of_order():
+    import random
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.testing.util import assert_that, equal_to
+    from apache_beam.transforms.window import TimestampedValue
+
+    from fraud_detection.transforms.features import ComputeAccountFeatures
+
+    transactions = _sample_transactions(120)
+    expected = _expected(transactions)
+    ordered = sorted(transactions, key=event_order_key)
+    stream = TestStream()
+    rnd = random.Random(3)
+    # Arrive in chunks of event time, shuffled inside each chunk; the watermark trails.
+    for start in range(0, len(ordered), 20):
+        chunk = ordered[start:start + 20]
+        rnd.shuffle(chunk)
+        stream.add_elements([TimestampedValue(t, t.event_time.timestamp()) for t in chunk])
+        stream.advance_watermark_to(min(t.event_time for t in chunk).timestamp())
+    # BundleBasedDirectRunner drops timers re-set while the watermark is already at
+    # infinity, so pass the last event first, as a live source's watermark would.
+    stream.advance_watermark_to(ordered[-1].event_time.timestamp() + 1)
+    stream.advance_watermark_to_infinity()
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with beam.Pipeline("BundleBasedDirectRunner", options=options) as p:
+        out = (p | stream
+               | ComputeAccountFeatures()
+               | beam.Map(lambda f: (f.transaction.transaction_id, f.features, f.late)))
+        assert_that(out, equal_to([(k, v, False) for k, v in expected.items()]))
