@@ -1,0 +1,132 @@
+"""Rules as data: conditions over a transaction and its features, loaded from YAML.
+
+A rule is `when:` one condition (`{field, op, value}`) or a combination of them
+(`all:` / `any:` / `not:`). A hit names the rule and the value that fired it.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fraud_detection.errors import UsageError
+
+DEFAULT_RULES_FILE = Path(__file__).with_name("default_rules.yaml")
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+    "==": operator.eq, "!=": operator.ne,
+    "in": lambda a, b: a in b,
+    "between": lambda a, b: b[0] <= a <= b[1],
+    "multiple_of": lambda a, b: a % b == 0,
+}
+
+
+class RuleError(UsageError):
+    pass
+
+
+@dataclass(frozen=True)
+class RuleHit:
+    rule_id: str
+    description: str
+    field: str
+    value: Any
+    weight: float
+
+
+@dataclass(frozen=True)
+class Rule:
+    rule_id: str
+    description: str
+    when: Mapping[str, Any]
+    weight: float = 0.5
+    paused: bool = False
+
+    def evaluate(self, values: Mapping[str, Any]) -> RuleHit | None:
+        if self.paused:
+            return None
+        fired = _check(self.when, values)
+        if fired is None:
+            return None
+        field, value = fired
+        return RuleHit(self.rule_id, self.description, field, value, self.weight)
+
+
+def _check(condition: Mapping[str, Any], values: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """(field, value) of the leaf that decided a true condition, or None."""
+    if "all" in condition:
+        fired = [_check(c, values) for c in condition["all"]]
+        return None if any(f is None for f in fired) else fired[-1]
+    if "any" in condition:
+        return next((f for c in condition["any"] if (f := _check(c, values)) is not None), None)
+    if "not" in condition:
+        return None if _check(condition["not"], values) is not None else ("not", None)
+    field = condition["field"]
+    value = values.get(field)
+    if value is None:
+        return None
+    try:
+        return (field, value) if _OPS[condition["op"]](value, condition["value"]) else None
+    except TypeError:
+        return None
+
+
+def _validate_condition(condition: Any, where: str) -> None:
+    if not isinstance(condition, Mapping):
+        raise RuleError(f"{where}: a condition must be a mapping")
+    if "all" in condition or "any" in condition:
+        parts = condition.get("all", condition.get("any"))
+        if not isinstance(parts, list) or not parts:
+            raise RuleError(f"{where}: all/any needs a non-empty list")
+        for i, part in enumerate(parts):
+            _validate_condition(part, f"{where}[{i}]")
+    elif "not" in condition:
+        _validate_condition(condition["not"], f"{where}.not")
+    else:
+        missing = {"field", "op", "value"} - set(condition)
+        if missing:
+            raise RuleError(f"{where}: missing {', '.join(sorted(missing))}")
+        if condition["op"] not in _OPS:
+            raise RuleError(f"{where}: unknown op {condition['op']!r} "
+                            f"(one of {' '.join(_OPS)})")
+
+
+def parse_rules(data: Any, source: str = "rules") -> list[Rule]:
+    entries = data.get("rules") if isinstance(data, Mapping) else None
+    if not isinstance(entries, list):
+        raise RuleError(f"{source}: expected a top-level 'rules:' list")
+    rules, seen = [], set()
+    for i, entry in enumerate(entries):
+        where = f"{source}: rules[{i}]"
+        if not isinstance(entry, Mapping) or "id" not in entry or "when" not in entry:
+            raise RuleError(f"{where}: each rule needs an id and a when")
+        if entry["id"] in seen:
+            raise RuleError(f"{where}: duplicate rule id {entry['id']!r}")
+        seen.add(entry["id"])
+        _validate_condition(entry["when"], f"{where} ({entry['id']})")
+        weight = entry.get("weight", 0.5)
+        if not isinstance(weight, int | float) or not 0 <= weight <= 1:
+            raise RuleError(f"{where}: weight must be a number in [0, 1]")
+        rules.append(Rule(str(entry["id"]), str(entry.get("description", "")), entry["when"],
+                          float(weight), bool(entry.get("paused", False))))
+    return rules
+
+
+def load_rules(path: Path = DEFAULT_RULES_FILE) -> list[Rule]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise RuleError(f"cannot read rules file {path}: {exc.strerror}") from None
+    except yaml.YAMLError:
+        raise RuleError(f"{path}: not valid YAML") from None
+    return parse_rules(data, str(path))
+
+
+def evaluate(rules: Iterable[Rule], values: Mapping[str, Any]) -> list[RuleHit]:
+    return [hit for rule in rules if (hit := rule.evaluate(values)) is not None]

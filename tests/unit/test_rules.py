@@ -1,0 +1,55 @@
+import pytest
+
+from fraud_detection.transforms.rules import RuleError, evaluate, load_rules, parse_rules
+
+
+def test_default_rules_load_and_include_the_seed_rule():
+    rules = {r.rule_id: r for r in load_rules()}
+    assert "seed_large_amount" in rules
+    assert rules["seed_large_amount"].evaluate({"amount_cents": 500001}).value == 500001
+    assert rules["seed_large_amount"].evaluate({"amount_cents": 500000}) is None
+
+
+def test_combinations_report_the_value_that_fired():
+    rules = parse_rules({"rules": [
+        {"id": "r1", "when": {"all": [{"field": "new_counterparty", "op": "==", "value": True},
+                                      {"field": "amount_to_median", "op": ">", "value": 10}]}},
+        {"id": "r2", "when": {"any": [{"field": "count_1h", "op": ">=", "value": 8},
+                                      {"field": "night", "op": "==", "value": True}]}},
+        {"id": "r3", "when": {"not": {"field": "tx_type", "op": "in", "value": ["PAYMENT"]}}},
+        {"id": "r4", "paused": True, "when": {"field": "count_1h", "op": ">", "value": 0}},
+    ]})
+    hits = evaluate(rules, {"new_counterparty": True, "amount_to_median": 12.5,
+                            "count_1h": 9, "night": False, "tx_type": "PAYMENT"})
+    assert [(h.rule_id, h.field, h.value) for h in hits] == [
+        ("r1", "amount_to_median", 12.5), ("r2", "count_1h", 9)]
+    assert evaluate(rules, {"tx_type": "CASH_OUT"})[0].rule_id == "r3"
+
+
+def test_structuring_rule_fires_on_round_deposits_only():
+    rules = [r for r in load_rules() if r.rule_id == "structuring_round_deposit"]
+    assert evaluate(rules, {"tx_type": "CASH_IN", "amount_cents": 950000})
+    assert not evaluate(rules, {"tx_type": "CASH_IN", "amount_cents": 950123})
+    assert not evaluate(rules, {"tx_type": "PAYMENT", "amount_cents": 950000})
+
+
+@pytest.mark.parametrize("data, message", [
+    ({}, "expected a top-level 'rules:' list"),
+    ({"rules": [{"id": "a"}]}, "needs an id and a when"),
+    ({"rules": [{"id": "a", "when": {"field": "x", "op": "~", "value": 1}}]}, "unknown op"),
+    ({"rules": [{"id": "a", "when": {"field": "x", "op": ">"}}]}, "missing value"),
+    ({"rules": [{"id": "a", "when": {"all": []}}]}, "non-empty list"),
+    ({"rules": [{"id": "a", "weight": 3, "when": {"field": "x", "op": ">", "value": 1}}]},
+     "weight"),
+    ({"rules": [{"id": "a", "when": {"field": "x", "op": ">", "value": 1}},
+                {"id": "a", "when": {"field": "x", "op": ">", "value": 1}}]}, "duplicate"),
+])
+def test_bad_rules_are_refused_with_a_reason(data, message):
+    with pytest.raises(RuleError, match=message):
+        parse_rules(data)
+
+
+def test_missing_or_wrongly_typed_fields_do_not_fire():
+    rules = parse_rules({"rules": [{"id": "a", "when": {"field": "x", "op": ">", "value": 1}}]})
+    assert evaluate(rules, {}) == []
+    assert evaluate(rules, {"x": "text"}) == []
