@@ -322,3 +322,11 @@ def raw_text(raw: Any) -> str:
         return json.dumps(raw, default=str, sort_keys=True)
     except (TypeError, ValueError):
         return repr(raw)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_micros(moment: dt.datetime) -> int:
+    """Exact microseconds since the epoch (Beam timestamps, Cassandra write times)."""
+    return (moment - _EPOCH) // dt.timedelta(microseconds=1)

@@ -25,7 +25,7 @@ from apache_beam.transforms.userstate import (
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from fraud_detection.records import CREDIT_TX_TYPES, Transaction
+from fraud_detection.records import CREDIT_TX_TYPES, Transaction, epoch_micros
 
 HOUR = 3600
 WINDOWS_HOURS = {"1h": 1, "24h": 24, "7d": 24 * 7, "30d": 24 * 30}
@@ -162,6 +162,12 @@ class FeaturedTransaction:
     late: bool  # an event of the account that came after it was processed first
 
 
+def _at(tx: Transaction) -> Timestamp:
+    # Timers carry milliseconds: compare at that precision, or an event with
+    # microseconds would never be "due" and its timer would re-fire forever.
+    return Timestamp(micros=epoch_micros(tx.event_time) // 1000 * 1000)
+
+
 class AccountFeaturesFn(beam.DoFn):
     """Buffers an account's events until the watermark passes them, then runs them in order.
 
@@ -181,7 +187,7 @@ class AccountFeaturesFn(beam.DoFn):
                 flush=beam.DoFn.TimerParam(FLUSH)):
         _, tx = element
         buffer.add(tx)
-        at = Timestamp.from_utc_datetime(tx.event_time)
+        at = _at(tx)
         pending = next_flush.read()
         if pending is None or at < pending:
             # One timer per key: keep it at the earliest buffered event.
@@ -195,7 +201,7 @@ class AccountFeaturesFn(beam.DoFn):
                  next_flush=beam.DoFn.StateParam(NEXT_FLUSH),
                  flush=beam.DoFn.TimerParam(FLUSH)):
         pending = sorted(buffer.read(), key=event_order_key)
-        ready = [t for t in pending if Timestamp.from_utc_datetime(t.event_time) <= fired_at]
+        ready = [t for t in pending if _at(t) <= fired_at]
         waiting = pending[len(ready):]
         buffer.clear()
         for t in waiting:
@@ -204,7 +210,7 @@ class AccountFeaturesFn(beam.DoFn):
             # The watermark may already be far past fired_at (in batch it is at the
             # end): aim at the latest waiting event so one more firing can take them
             # all, and an earlier arrival in process() pulls the timer back.
-            at = Timestamp.from_utc_datetime(waiting[-1].event_time)
+            at = _at(waiting[-1])
             flush.set(at)
             next_flush.write(at)
         else:
@@ -213,7 +219,7 @@ class AccountFeaturesFn(beam.DoFn):
         for t in ready:
             late = history.last_time is not None and t.event_time < history.last_time
             yield TimestampedValue(FeaturedTransaction(t, history.observe(t), late),
-                                   Timestamp.from_utc_datetime(t.event_time))
+                                   Timestamp(micros=epoch_micros(t.event_time)))
         history_state.write(history)
 
 
