@@ -87,9 +87,9 @@ def _flag(name: str) -> str:
 def _coerce(name: str, value: Any, source: str) -> Any:
     kind = _TYPES[name]
     meta = _FIELDS[name].metadata
-    where = f"{source}: " if source.startswith("--") else f"{source}: {name}: "
-    if source.startswith(ENV_PREFIX):
-        where = f"{source}: "
+    # Flags and variables name the setting themselves; a file needs the key too.
+    names_itself = source.startswith(("--", ENV_PREFIX))
+    where = f"{source}: " if names_itself else f"{source}: {name}: "
 
     def fail(why: str) -> typing.NoReturn:
         raise ConfigError(f"{where}{why}")

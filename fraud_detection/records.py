@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import math
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
@@ -314,8 +315,6 @@ class DeadLetter:
 
 def raw_text(raw: Any) -> str:
     """The raw record as text for a dead letter; never raises."""
-    import json
-
     if isinstance(raw, bytes | bytearray):
         return bytes(raw).decode("utf-8", errors="backslashreplace")
     try:

@@ -33,8 +33,7 @@ class BenfordResult:
 
 def leading_digits(amounts: Iterable[int] | np.ndarray, digits: int = 1) -> np.ndarray:
     """The first `digits` significant digits of each positive amount; others dropped."""
-    values = np.asarray(amounts, dtype=np.int64) if not isinstance(amounts, np.ndarray) \
-        else amounts.astype(np.int64)
+    values = np.asarray(amounts, dtype=np.int64)
     values = values[values >= 10 ** (digits - 1)]
     # Integer arithmetic: float log10 misplaces exact powers of ten.
     width = np.char.str_len(values.astype(str))

@@ -112,7 +112,9 @@ class AccountHistory:
                     sums[name][0] += count
                     sums[name][1] += amount
         z, ratio = robust_zscore(tx.amount_cents, list(self.recent))
-        since = (tx.event_time - self.last_time).total_seconds() if self.last_time else -1.0
+        # -1 for the first transaction; 0 for a late one (the last was after it).
+        since = (max((tx.event_time - self.last_time).total_seconds(), 0.0)
+                 if self.last_time else -1.0)
         return Features(
             count_1h=sums["1h"][0], amount_1h=sums["1h"][1],
             count_24h=sums["24h"][0], amount_24h=sums["24h"][1],
@@ -120,7 +122,7 @@ class AccountHistory:
             count_30d=sums["30d"][0], amount_30d=sums["30d"][1],
             amount_zscore=round(z, 6) if math.isfinite(z) else 0.0,
             amount_to_median=round(ratio, 6),
-            seconds_since_last=max(since, 0.0) if since != -1.0 else -1.0,
+            seconds_since_last=since,
             new_counterparty=tx.counterparty_id not in self.counterparties,
             balance_mismatch=balance_mismatch(tx),
             night=tx.event_time.hour < 6,
