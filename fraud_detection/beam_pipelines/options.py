@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    PrismRunnerOptions,
+    StandardOptions,
+)
 
 # Beam's DirectRunner tries to download Prism first; the Python FnApiRunner never
 # reaches the network, so it is the local default.
@@ -13,6 +17,13 @@ def with_local_runner(options: PipelineOptions) -> PipelineOptions:
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = LOCAL_RUNNER
+    prism = options.view_as(PrismRunnerOptions)
+    if standard.runner in ("PrismRunner", "prism") and not prism.prism_location:
+        # Our own build, so Beam never tries to download a release binary.
+        from fraud_detection.stack.runners import prism_binary
+
+        standard.runner = "PrismRunner"
+        prism.prism_location = str(prism_binary())
     return options
 
 

@@ -27,10 +27,28 @@ def _parser() -> argparse.ArgumentParser:
                     metavar="N", help="Cassandra nodes on 127.0.0.1..N (default 1)")
     commands.add_parser("down", parents=[common], help="stop every process the stack started")
     commands.add_parser("status", parents=[common], help="one line per process")
+    runners = commands.add_parser("runners", parents=[common],
+                                  help="build Prism and stage the Flink job server")
+    runners.add_argument("--only", choices=("prism", "flink"), default=None)
     logs = commands.add_parser("logs", parents=[common], help="the end of a service's log")
     logs.add_argument("service", help="kafka, redis, cassandra or cassandra-N")
     logs.add_argument("-n", "--lines", type=int, default=40)
     return parser
+
+
+def _prepare_runners(only: str | None) -> None:
+    from fraud_detection.stack import runners
+
+    failed = []
+    for name, prepare in (("prism", runners.prism_binary), ("flink", runners.flink_job_server_jar)):
+        if only in (None, name):
+            began = time.monotonic()
+            try:
+                print(f"{name:<6} {prepare()} ({time.monotonic() - began:.1f} s)", flush=True)
+            except StackError as exc:
+                failed.append(f"{name}: {exc}")
+    if failed:
+        raise StackError("; ".join(failed))
 
 
 def main(argv: list[str] | None = None, *, ports: Ports | None = None,
@@ -57,6 +75,8 @@ def main(argv: list[str] | None = None, *, ports: Ports | None = None,
             for row in rows:
                 pid = f"pid {row.pid}" if row.running else "stopped"
                 print(f"{row.name:<12} {row.address:<16} {pid:<12} {row.log}")
+        elif args.command == "runners":
+            _prepare_runners(args.only)
         else:
             log = stack.log_path(args.service, state)
             if not log.is_file():
