@@ -83,6 +83,44 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     return stack_main(args.stack_args, ports=ports, state_dir=settings.stack_dir)
 
 
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud_detection.store.keyspace import apply_schema
+
+    report = apply_schema(settings, progress=print)
+    state = "applied " + ", ".join(map(str, report.applied)) if report.applied else "up to date"
+    print(f"keyspace {report.keyspace}: schema version {report.version} ({state})")
+    return 0
+
+
+def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud_detection.records import validate_entity
+    from fraud_detection.store.entities import add_entity
+    from fraud_detection.store.keyspace import connect
+
+    fields = {k: v for k, v in vars(args).items() if k in _ENTITY_FLAGS[args.kind]}
+    for name in ("created_at", "opened_at"):
+        if name in fields and fields[name] is None:
+            fields[name] = dt.datetime.now(dt.UTC).isoformat()
+    entity, errors = validate_entity(args.kind, fields)
+    if entity is None:
+        raise UsageError(f"{args.kind}: {'; '.join(errors)}")
+    store = connect(settings)
+    try:
+        add_entity(store, entity)
+    finally:
+        store.close()
+    print(f"added {args.kind} {fields[args.kind + '_id']}")
+    return 0
+
+
+_ENTITY_FLAGS: dict[str, tuple[str, ...]] = {
+    "bank": ("bank_id", "name", "country", "currency"),
+    "user": ("user_id", "bank_id", "name", "email", "country", "created_at"),
+    "account": ("account_id", "user_id", "bank_id", "account_type", "currency", "opened_at"),
+    "merchant": ("merchant_id", "name", "category", "country"),
+}
+
+
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     import yaml
 
@@ -144,6 +182,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
                   "start, stop and inspect the local Kafka, Cassandra and Redis")
     stk.add_argument("stack_args", nargs=argparse.REMAINDER, metavar="up|down|status|logs ...",
                      help="see `stack -- --help`")
+
+    sch = command("schema", cmd_schema,
+                  "create the keyspace and apply the schema's pending migrations (idempotent)")
+    sch.add_argument("action", choices=("apply",))
+
+    add = command("add", cmd_add, "add a bank, user, account or merchant (checked, no duplicates)")
+    kinds = add.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    for kind, flags in _ENTITY_FLAGS.items():
+        sub = kinds.add_parser(kind, help=f"add a {kind}")
+        for flag in flags:
+            optional = flag.endswith("_at")
+            sub.add_argument("--" + flag.replace("_", "-"), dest=flag, required=not optional,
+                             help="ISO-8601 time (default: now)" if optional else None)
 
     command("config", cmd_config, "print the effective settings")
     return parser, handlers

@@ -47,6 +47,12 @@ class Settings:
                                                  minimum=1)
     cassandra_consistency: str = _setting("LOCAL_QUORUM", "consistency level of reads and writes",
                                           choices=CONSISTENCY_LEVELS)
+    cassandra_datacenter: str = _setting("", "data centre for NetworkTopologyStrategy and "
+                                         "local routing; empty: SimpleStrategy, one DC")
+    cassandra_tls_ca_file: str = _setting("", "CA certificate (PEM) to connect over TLS; "
+                                          "empty: plain connections")
+    cassandra_max_in_flight: int = _setting(128, "concurrent async writes per sink worker",
+                                            minimum=1)
     cassandra_username: str = _setting("", "Cassandra user (PasswordAuthenticator)")
     cassandra_password: str = _setting("", "Cassandra password", secret=True)
     redis_host: str = _setting("127.0.0.1", "Redis host")

@@ -296,6 +296,63 @@ def validate_transaction(
     return Transaction(**values), []
 
 
+_ENTITY_FIELDS: dict[str, tuple[str, ...]] = {
+    "bank": ("bank_id", "name", "country", "currency"),
+    "user": ("user_id", "bank_id", "name", "email", "country", "created_at"),
+    "account": ("account_id", "user_id", "bank_id", "account_type", "currency", "opened_at"),
+    "merchant": ("merchant_id", "name", "category", "country"),
+}
+ENTITY_KINDS: dict[str, type] = {"bank": Bank, "user": User, "account": Account,
+                                 "merchant": Merchant}
+Entity = Bank | User | Account | Merchant
+
+
+def validate_entity(kind: str, raw: Any) -> tuple[Entity | None, list[str]]:
+    """Every problem with a raw bank, user, account or merchant, and the record when
+    there are none. References to other entities are the store's to check."""
+    if kind not in ENTITY_KINDS:
+        return None, [f"kind: {kind!r} is not one of {', '.join(ENTITY_KINDS)}"]
+    if not isinstance(raw, Mapping):
+        return None, [f"{kind}: expected an object, got {_describe(raw)}"]
+    fields = _ENTITY_FIELDS[kind]
+    errors: list[str] = []
+    unknown = sorted(str(k) for k in raw if k not in fields)
+    if unknown:
+        errors.append(f"unknown fields: {', '.join(unknown)[:120]}")
+    values: dict[str, Any] = {}
+    for name in fields:
+        value = raw.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            errors.append(f"{name}: missing")
+        elif name.endswith("_at"):
+            try:
+                values[name] = parse_event_time(value)
+            except ValueError as exc:
+                errors.append(f"{name}: {exc}")
+        elif not isinstance(value, str):
+            errors.append(f"{name}: expected text, got {_describe(value)}")
+        elif name.endswith("_id") and len(value) > _MAX_ID_LENGTH:
+            errors.append(f"{name}: longer than {_MAX_ID_LENGTH} characters")
+        else:
+            values[name] = value.strip()
+    currency = values.get("currency")
+    if currency is not None and currency not in CURRENCY_MINOR_UNITS:
+        errors.append(f"currency: unknown currency {currency!r}")
+    country = values.get("country")
+    if country is not None and not (len(country) == 2 and country.isalpha()
+                                    and country.isupper()):
+        errors.append(f"country: expected an ISO 3166 two-letter code, got {country!r}")
+    account_type = values.get("account_type")
+    if account_type is not None and account_type not in ACCOUNT_TYPES:
+        errors.append(f"account_type: {account_type!r} is not one of {', '.join(ACCOUNT_TYPES)}")
+    email = values.get("email")
+    if email is not None and (email.count("@") != 1 or " " in email):
+        errors.append(f"email: not an address: {email[:60]!r}")
+    if errors:
+        return None, errors
+    return ENTITY_KINDS[kind](**values), []
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A record that could not be used, with every reason, kept so nothing is lost."""

@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from fraud_detection.records import Entity, validate_entity
+
 TRANSACTIONS_DIR = "transactions"
 ENTITIES_DIR = "entities"
 ENTITY_KINDS = ("banks", "users", "accounts", "merchants")
@@ -118,3 +120,14 @@ def read_entities(root: Path, kind: str) -> pa.Table:
     if not files:
         return ENTITY_SCHEMAS[kind].empty_table()
     return pa.concat_tables(pq.read_table(f, schema=ENTITY_SCHEMAS[kind]) for f in files)
+
+
+def entity_records(root: Path, kind: str) -> list[Entity]:
+    """The entities of one kind (banks, users, accounts, merchants) as records."""
+    records = []
+    for row in read_entities(root, kind).to_pylist():
+        entity, errors = validate_entity(kind.removesuffix("s"), row)
+        if entity is None:
+            raise ValueError(f"{root}: {kind} row {row!r}: {'; '.join(errors)}")
+        records.append(entity)
+    return records

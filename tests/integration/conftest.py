@@ -12,7 +12,11 @@ from typing import Any
 
 import pytest
 
+from fraud_detection.config import Settings, load_settings
+from fraud_detection.datagen.world import WorldConfig, generate
 from fraud_detection.stack import StackError, StackInfo, down, status, up
+from fraud_detection.store.keyspace import apply_schema, drop_keyspace
+from tests.integration.worlds import World, load_world
 
 # These take the shared stack down, so they run after every other test.
 RUN_LAST = ("test_stack_lifecycle.py",)
@@ -46,3 +50,26 @@ def stack(stack_was_running: bool) -> Iterator[StackInfo]:
     yield _up_or_fail()
     if not stack_was_running:
         down()
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """A generated 10-day world, scored from its labels so store tests need no model."""
+    out = tmp_path_factory.mktemp("world")
+    generate(WorldConfig(days=10, seed=11, rows=3000, banks=2), out, progress=False)
+    return load_world(out)
+
+
+@pytest.fixture(scope="session")
+def keyspace_for(stack: StackInfo) -> Callable[..., Settings]:
+    """Settings for a fresh keyspace with the schema applied (dropped first if left over)."""
+
+    def make(name: str, **overrides: Any) -> Settings:
+        settings = load_settings({"cassandra_hosts": stack.cassandra_hosts,
+                                  "cassandra_port": stack.ports.cassandra_native,
+                                  "cassandra_keyspace": name, **overrides})
+        drop_keyspace(settings)
+        apply_schema(settings)
+        return settings
+
+    return make

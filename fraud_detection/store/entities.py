@@ -1,0 +1,61 @@
+"""Adding banks, users, accounts and merchants: references checked, duplicates refused."""
+
+from __future__ import annotations
+
+from fraud_detection.errors import UsageError
+from fraud_detection.records import Account, Bank, Entity, Merchant, User
+from fraud_detection.store import queries
+from fraud_detection.store.keyspace import Store
+from fraud_detection.store.tables import STATEMENTS, entity_rows
+
+_PRIMARY = {Bank: ("banks", "bank_id"), User: ("users", "user_id"),
+            Account: ("accounts", "account_id"), Merchant: ("merchants", "merchant_id")}
+
+
+class EntityRejected(UsageError):
+    pass
+
+
+def check_references(store: Store, entity: Entity) -> None:
+    if isinstance(entity, User | Account) and queries.bank(store, entity.bank_id) is None:
+        raise EntityRejected(f"bank_id: unknown bank {entity.bank_id!r}")
+    if isinstance(entity, Account):
+        owner = queries.user(store, entity.user_id)
+        if owner is None:
+            raise EntityRejected(f"user_id: unknown user {entity.user_id!r}")
+        if owner.bank_id != entity.bank_id:
+            raise EntityRejected(f"bank_id: user {entity.user_id!r} belongs to bank "
+                                 f"{owner.bank_id!r}, not {entity.bank_id!r}")
+
+
+def add_entity(store: Store, entity: Entity) -> None:
+    """Writes a new entity to every table that serves it; raises EntityRejected with the
+    reason for a duplicate id or an unknown bank or user."""
+    check_references(store, entity)
+    table, id_column = _PRIMARY[type(entity)]
+    rows = entity_rows(entity)
+    primary_values = next(values for name, values in rows if name == table)
+    # A lightweight transaction: two concurrent adds of one id cannot both win.
+    insert = STATEMENTS[table] + " IF NOT EXISTS"
+    if not store.execute(insert, primary_values).was_applied:
+        raise EntityRejected(f"{id_column}: {type(entity).__name__.lower()} "
+                             f"{getattr(entity, id_column)!r} already exists")
+    for name, values in rows:
+        if name != table:
+            store.execute(STATEMENTS[name], values)
+
+
+def upsert_entities(store: Store, entities: list[Entity]) -> int:
+    """Bulk load of known-good entities (a generated world): plain upserts, no checks."""
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    by_table: dict[str, list[tuple]] = {}
+    for entity in entities:
+        for name, values in entity_rows(entity):
+            by_table.setdefault(name, []).append(values)
+    written = 0
+    for name, rows in by_table.items():
+        results = execute_concurrent_with_args(store.session, store.prepare(STATEMENTS[name]), rows,
+                                               concurrency=64, raise_on_first_error=True)
+        written += len(results)
+    return written

@@ -1,0 +1,180 @@
+"""How records become rows: the upserts the sink prepares, and each record's fan-out.
+
+Transaction rows carry the whole scored transaction into every table that serves a
+query. Balances are written USING TIMESTAMP = event time, so the latest event wins
+whatever order writes arrive in. Transaction rows take the write's own timestamp, so
+re-scoring a day after a rule or model change replaces the old score (an equal
+timestamp would leave the larger value, not the newer one); replaying the same input
+still leaves the same content.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import zlib
+from collections.abc import Iterable
+
+from cassandra.util import Date
+
+from fraud_detection.records import (
+    Account,
+    Bank,
+    DeadLetter,
+    Merchant,
+    ScoredTransaction,
+    Transaction,
+    User,
+    epoch_micros,
+)
+
+# Fixed for the life of a keyspace: readers compute the same buckets.
+BANK_DAY_SHARDS = 8
+ENTITY_BUCKETS = 16
+
+RowWrite = tuple[str, tuple]
+
+# Transaction columns in every transaction table, after the table's own key columns.
+TX_FACTS = ("counterparty_id", "counterparty_type", "tx_type", "amount_cents", "currency",
+            "balance_before_cents", "balance_after_cents", "label", "source", "source_flagged")
+TX_SCORE = ("score", "flagged", "reasons", "late", "model_version")
+_TX_ALL = ("transaction_id", "event_time", "event_time_us", "bank_id", "user_id", "account_id",
+           *TX_FACTS, *TX_SCORE)
+
+# Each transaction table: its key columns (partition then clustering) in insert order.
+TRANSACTION_TABLES: dict[str, tuple[str, ...]] = {
+    "transactions": ("transaction_id",),
+    "transactions_by_account": ("account_id", "year", "event_time", "transaction_id"),
+    "transactions_by_user": ("user_id", "year", "event_time", "transaction_id"),
+    "transactions_by_bank_day": ("bank_id", "day", "shard", "event_time", "transaction_id"),
+    "fraud_by_bank_day": ("bank_id", "day", "event_time", "transaction_id"),
+    "anomalies_by_user": ("user_id", "event_time", "transaction_id"),
+}
+FLAGGED_ONLY = frozenset({"fraud_by_bank_day", "anomalies_by_user"})
+
+
+def _columns(table: str) -> tuple[str, ...]:
+    key = TRANSACTION_TABLES[table]
+    return (*key, *(c for c in _TX_ALL if c not in key))
+
+
+def _insert(table: str, columns: Iterable[str], suffix: str = "") -> str:
+    columns = tuple(columns)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)}){suffix}")
+
+
+ENTITY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "banks": ("bank_id", "name", "country", "currency"),
+    "users": ("user_id", "bank_id", "name", "email", "country", "created_at"),
+    "users_by_bank": ("bank_id", "bucket", "user_id", "name", "email", "country", "created_at"),
+    "accounts": ("account_id", "user_id", "bank_id", "account_type", "currency", "opened_at"),
+    "accounts_by_user": ("user_id", "account_id", "bank_id", "account_type", "currency",
+                         "opened_at"),
+    "accounts_by_bank": ("bank_id", "bucket", "account_id", "user_id", "account_type",
+                         "currency", "opened_at"),
+    "merchants": ("merchant_id", "name", "category", "country"),
+}
+BALANCE_COLUMNS = ("account_id", "balance_cents", "currency", "as_of", "as_of_us",
+                   "transaction_id")
+DEAD_LETTER_COLUMNS = ("source", "day", "received_at", "id", "errors", "raw")
+
+STATEMENTS: dict[str, str] = {
+    **{table: _insert(table, _columns(table)) for table in TRANSACTION_TABLES},
+    **{table: _insert(table, columns) for table, columns in ENTITY_COLUMNS.items()},
+    "account_balances": _insert("account_balances", BALANCE_COLUMNS, " USING TIMESTAMP ?"),
+    "dead_letters": _insert("dead_letters", DEAD_LETTER_COLUMNS),
+}
+
+
+def bucket_of(entity_id: str, buckets: int = ENTITY_BUCKETS) -> int:
+    # crc32, not hash(): Python salts str hashes per process.
+    return zlib.crc32(entity_id.encode()) % buckets
+
+
+def day_of(moment: dt.datetime) -> Date:
+    return Date(moment.astimezone(dt.UTC).date())
+
+
+def _ms(moment: dt.datetime) -> dt.datetime:
+    # Cassandra timestamps hold milliseconds; the key must be what a read returns.
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _key_value(column: str, tx: Transaction) -> object:
+    if column == "year":
+        return tx.event_time.year
+    if column == "day":
+        return day_of(tx.event_time)
+    if column == "shard":
+        return bucket_of(tx.transaction_id, BANK_DAY_SHARDS)
+    if column == "event_time":
+        return _ms(tx.event_time)
+    return getattr(tx, column)
+
+
+def transaction_rows(scored: ScoredTransaction) -> list[RowWrite]:
+    """One row per table that serves a query about this transaction."""
+    tx = scored.transaction
+    values = {
+        "event_time_us": epoch_micros(tx.event_time),
+        "score": float(scored.score), "flagged": bool(scored.flagged),
+        "reasons": list(scored.reasons), "late": bool(scored.late),
+        "model_version": scored.model_version,
+    }
+    rows = []
+    for table in TRANSACTION_TABLES:
+        if table in FLAGGED_ONLY and not scored.flagged:
+            continue
+        rows.append((table, tuple(
+            values[c] if c in values else _key_value(c, tx) for c in _columns(table))))
+    return rows
+
+
+def balance_row(tx: Transaction) -> RowWrite | None:
+    if tx.balance_after_cents is None:
+        return None
+    micros = epoch_micros(tx.event_time)
+    return ("account_balances", (tx.account_id, tx.balance_after_cents, tx.currency,
+                                 _ms(tx.event_time), micros, tx.transaction_id, micros))
+
+
+def scored_transaction_rows(scored: ScoredTransaction) -> list[RowWrite]:
+    """Everything one scored transaction writes: its query rows and the balance."""
+    balance = balance_row(scored.transaction)
+    return [*transaction_rows(scored), *([balance] if balance else [])]
+
+
+def entity_rows(entity: Bank | User | Account | Merchant) -> list[RowWrite]:
+    if isinstance(entity, Bank):
+        return [("banks", (entity.bank_id, entity.name, entity.country, entity.currency))]
+    if isinstance(entity, User):
+        details = (entity.name, entity.email, entity.country, _ms(entity.created_at))
+        return [("users", (entity.user_id, entity.bank_id, *details)),
+                ("users_by_bank", (entity.bank_id, bucket_of(entity.user_id), entity.user_id,
+                                   *details))]
+    if isinstance(entity, Account):
+        opened = _ms(entity.opened_at)
+        return [
+            ("accounts", (entity.account_id, entity.user_id, entity.bank_id,
+                          entity.account_type, entity.currency, opened)),
+            ("accounts_by_user", (entity.user_id, entity.account_id, entity.bank_id,
+                                  entity.account_type, entity.currency, opened)),
+            ("accounts_by_bank", (entity.bank_id, bucket_of(entity.account_id),
+                                  entity.account_id, entity.user_id, entity.account_type,
+                                  entity.currency, opened)),
+        ]
+    if isinstance(entity, Merchant):
+        return [("merchants", (entity.merchant_id, entity.name, entity.category,
+                               entity.country))]
+    raise TypeError(f"not an entity: {type(entity).__name__}")
+
+
+def dead_letter_id(letter: DeadLetter) -> str:
+    """Stable for the same record from the same source, so a replay writes one row."""
+    return hashlib.sha256(f"{letter.source}\0{letter.raw}".encode()).hexdigest()[:32]
+
+
+def dead_letter_row(letter: DeadLetter, received_at: dt.datetime) -> RowWrite:
+    return ("dead_letters", (letter.source, day_of(received_at), _ms(received_at),
+                             dead_letter_id(letter), list(letter.errors), letter.raw))
