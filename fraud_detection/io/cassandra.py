@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -51,11 +52,17 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:500]
 
 
-class _WriteRowsFn(beam.DoFn):
-    def __init__(self, settings: Settings, statements: Mapping[str, str], max_in_flight: int,
+class _WriteRecordsFn(beam.DoFn):
+    """Writes each record's rows asynchronously. Driver callbacks (on its I/O thread)
+    only count and queue; retries, metrics and dead letters happen on the bundle's
+    thread, where Beam's metrics live."""
+
+    def __init__(self, settings: Settings, statements: Mapping[str, str],
+                 to_rows: Callable[[Any], Iterable[RowWrite]], max_in_flight: int,
                  max_attempts: int, backoff_seconds: float) -> None:
         self.settings = settings
         self.statements = dict(statements)
+        self.to_rows = to_rows
         self.max_in_flight = max_in_flight
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
@@ -76,63 +83,70 @@ class _WriteRowsFn(beam.DoFn):
         self.retryable = _retryable()
 
     def start_bundle(self) -> None:
-        self.in_flight: collections.deque = collections.deque()
+        self.settled = threading.Condition()
+        self.in_flight = 0
+        self.succeeded = 0
+        self.errored: collections.deque = collections.deque()  # (table, values, attempt, exc)
         self.failed: list[FailedWrite] = []
 
-    def process(self, row: RowWrite):
-        table, values = row
-        future = self._send(table, values, attempt=1)
-        if future is not None:
-            self.in_flight.append((table, values, future))
-        while len(self.in_flight) >= self.max_in_flight:
-            self._settle_oldest()
+    def process(self, record):
+        for table, values in self.to_rows(record):
+            self._send(table, values, 1)
+        if self.errored:
+            self._retry_errored()
         return ()
 
     def finish_bundle(self):
-        while self.in_flight:
-            self._settle_oldest()
+        while True:
+            with self.settled:
+                self.settled.wait_for(lambda: self.in_flight == 0)
+            if not self.errored:
+                break
+            self._retry_errored()
+        self.written.inc(self.succeeded)
+        self.succeeded = 0
         for failure in self.failed:
             yield GlobalWindows.windowed_value(failure)
 
-    def _send(self, table: str, values: tuple, attempt: int):
+    def _send(self, table: str, values: tuple, attempt: int) -> None:
+        with self.settled:
+            self.settled.wait_for(lambda: self.in_flight < self.max_in_flight)
+            self.in_flight += 1
         try:
-            return self.session.execute_async(self.prepared[table], values)
-        except KeyError:
-            self._fail(table, values, KeyError(f"no statement for table {table!r}"), attempt)
-        except self.retryable as exc:  # no connection at all: settled like a failed write
-            return exc
-        except Exception as exc:  # values the driver cannot serialise for the column types
-            self._fail(table, values, exc, attempt)
-        return None
+            future = self.session.execute_async(self.prepared[table], values)
+        except Exception as exc:  # no such statement, values the columns cannot take, ...
+            self._on_error(exc, table, values, attempt)
+            return
+        future.add_callbacks(self._on_written, self._on_error,
+                             errback_args=(table, values, attempt))
 
-    def _settle_oldest(self) -> None:
-        table, values, future = self.in_flight.popleft()
-        attempt = 1
-        while True:
-            try:
-                if isinstance(future, BaseException):
-                    raise future
-                future.result()
-                self.written.inc()
-                return
-            except self.retryable as exc:
-                error: BaseException = exc
-            except Exception as exc:  # the server rejected it; a retry would too
-                self._fail(table, values, exc, attempt)
-                return
-            if attempt >= self.max_attempts:
-                self._fail(table, values, error, attempt)
-                return
+    def _on_written(self, _rows) -> None:
+        with self.settled:
+            self.in_flight -= 1
+            self.succeeded += 1
+            self.settled.notify_all()
+
+    def _on_error(self, exc: BaseException, table: str, values: tuple, attempt: int) -> None:
+        self.errored.append((table, values, attempt, exc))
+        with self.settled:
+            self.in_flight -= 1
+            self.settled.notify_all()
+
+    def _retry_errored(self) -> None:
+        waited = 0.0
+        while self.errored:
+            table, values, attempt, exc = self.errored.popleft()
+            if not isinstance(exc, self.retryable) or attempt >= self.max_attempts:
+                self.failures.inc()
+                self.failed.append(FailedWrite(table, tuple(values), _describe(exc), attempt))
+                continue
+            # One backoff per round of retries, not per row: a node outage fails many.
+            pause = min(self.backoff_seconds * 2 ** (attempt - 1), 30.0)
+            if pause > waited:
+                time.sleep(pause - waited)
+                waited = pause
             self.retries.inc()
-            time.sleep(min(self.backoff_seconds * 2 ** (attempt - 1), 30.0))
-            attempt += 1
-            future = self._send(table, values, attempt)
-            if future is None:
-                return
-
-    def _fail(self, table: str, values: tuple, error: BaseException, attempts: int) -> None:
-        self.failures.inc()
-        self.failed.append(FailedWrite(table, tuple(values), _describe(error), attempts))
+            self._send(table, values, attempt + 1)
 
 
 class WriteToCassandra(beam.PTransform):
@@ -154,9 +168,10 @@ class WriteToCassandra(beam.PTransform):
         self.backoff_seconds = backoff_seconds
 
     def expand(self, records):
+        # The Reshuffle checkpoints records (fewer and smaller than their rows), so a
+        # retried write stage rewrites the same input instead of recomputing it.
         return (records
-                | "ToRows" >> beam.FlatMap(self.to_rows)
                 | "Reshuffle" >> beam.Reshuffle()
-                | "Write" >> beam.ParDo(_WriteRowsFn(
-                    self.settings, self.statements, self.max_in_flight, self.max_attempts,
-                    self.backoff_seconds)))
+                | "Write" >> beam.ParDo(_WriteRecordsFn(
+                    self.settings, self.statements, self.to_rows, self.max_in_flight,
+                    self.max_attempts, self.backoff_seconds)))

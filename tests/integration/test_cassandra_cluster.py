@@ -10,11 +10,16 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.util import assert_that, equal_to
 from cassandra import ConsistencyLevel, OperationTimedOut, ReadTimeout, Unavailable
 from cassandra.cluster import Cluster, NoHostAvailable, Session
 from cassandra.query import SimpleStatement
 
+from fraud_detection.config import load_settings
+from fraud_detection.io.cassandra import WriteToCassandra
 from fraud_detection.stack import (
     Ports,
     StackInfo,
@@ -23,6 +28,10 @@ from fraud_detection.stack import (
     start_node,
     stop_node,
 )
+from fraud_detection.store import queries
+from fraud_detection.store.keyspace import apply_schema, connect
+from fraud_detection.store.tables import scored_transaction_rows
+from tests.integration.worlds import World
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +39,7 @@ PORTS = Ports(cassandra_native=19042, cassandra_storage=17000, cassandra_jmx=171
 HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster_dir() -> Iterator[Path]:
     state = default_state_dir().with_name("stack-cluster-test")
     down(state)  # leftovers of an interrupted run
@@ -40,10 +49,10 @@ def cluster_dir() -> Iterator[Path]:
     shutil.rmtree(state, ignore_errors=True)
 
 
-def _count_at_all(session: Session, timeout: float = 120) -> int:
+def _count_at_all(session: Session, table: str = "ha.kv", timeout: float = 120) -> int:
     """Rows counted at consistency ALL: it needs every replica, so it answers only once the
     restarted node is back in the ring (the others see it up a few gossip rounds later)."""
-    count_all = SimpleStatement("SELECT count(*) FROM ha.kv",
+    count_all = SimpleStatement(f"SELECT count(*) FROM {table}",
                                 consistency_level=ConsistencyLevel.ALL)
     deadline = time.monotonic() + timeout
     while True:
@@ -82,3 +91,32 @@ def test_quorum_survives_one_node_down_and_the_node_rejoins(
         assert _count_at_all(session) == 20
     finally:
         cluster.shutdown()
+
+
+def test_beam_write_at_quorum_with_a_node_down_loses_nothing(
+        cluster_dir: Path, up_or_fail: Callable[..., StackInfo], small_world: World) -> None:
+    up_or_fail(services=("cassandra",), cassandra_nodes=3, ports=PORTS, state_dir=cluster_dir)
+    settings = load_settings({"cassandra_hosts": HOSTS, "cassandra_port": PORTS.cassandra_native,
+                              "cassandra_keyspace": "fraud_ha",
+                              "cassandra_replication_factor": 3,
+                              "cassandra_consistency": "QUORUM"})
+    apply_schema(settings)
+    assert stop_node(2, cluster_dir)
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        failed = (p | beam.Create(small_world.scored, reshuffle=False)
+                  | WriteToCassandra(settings, scored_transaction_rows))
+        assert_that(failed, equal_to([]))
+    start_node(2, cluster_dir)
+
+    cluster = Cluster(HOSTS, port=PORTS.cassandra_native)
+    try:
+        session = cluster.connect()
+        assert _count_at_all(session, "fraud_ha.transactions") == len(small_world.scored)
+    finally:
+        cluster.shutdown()
+    store = connect(settings)
+    try:
+        sample = small_world.scored[::50]
+        assert [queries.transaction(store, s.transaction.transaction_id) for s in sample] == sample
+    finally:
+        store.close()

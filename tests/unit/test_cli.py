@@ -5,7 +5,7 @@ import pytest
 
 from fraud_detection.cli import main
 
-COMMANDS = ("generate", "import-paysim", "validate", "stack", "config")
+COMMANDS = ("generate", "import-paysim", "validate", "stack", "schema", "add", "config")
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -29,6 +29,11 @@ def test_help_lists_every_command():
     (["config", "--config", "/no/such.yaml"], "/no/such.yaml"),
     (["validate", "--input", "data/sample", "--", "--runnr=x"], "unknown Beam option"),
     (["frobnicate"], "invalid choice"),
+    (["schema", "apply", "--cassandra-port", "1"], "cannot reach Cassandra at 127.0.0.1:1"),
+    (["schema", "apply", "--cassandra-keyspace", "bad-name"], "not a valid keyspace name"),
+    (["add", "bank", "--bank-id", "b", "--name", "B", "--country", "gb", "--currency", "GBP"],
+     "country: expected an ISO 3166 two-letter code"),
+    (["add", "account", "--account-id", "a"], "required: --user-id"),
 ])
 def test_wrong_input_is_one_line_and_nonzero(args, message):
     result = run_cli(*args)
