@@ -113,6 +113,22 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_entities(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud_detection.io.entity_topics import consume_entity_topics
+    from fraud_detection.store.keyspace import connect
+
+    store = connect(settings)
+    try:
+        report = consume_entity_topics(settings, store, idle_seconds=args.idle_seconds,
+                                       progress=print)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        store.close()
+    print(report.summary())
+    return 0
+
+
 _ENTITY_FLAGS: dict[str, tuple[str, ...]] = {
     "bank": ("bank_id", "name", "country", "currency"),
     "user": ("user_id", "bank_id", "name", "email", "country", "created_at"),
@@ -195,6 +211,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
             optional = flag.endswith("_at")
             sub.add_argument("--" + flag.replace("_", "-"), dest=flag, required=not optional,
                              help="ISO-8601 time (default: now)" if optional else None)
+
+    ent = command("entities", cmd_entities,
+                  "add the banks, users and accounts sent to the entity Kafka topics")
+    ent.add_argument("action", choices=("consume",))
+    ent.add_argument("--idle-seconds", type=float, default=None,
+                     help="stop after this long without a message (default: run until ^C)")
 
     command("config", cmd_config, "print the effective settings")
     return parser, handlers

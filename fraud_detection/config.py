@@ -62,6 +62,9 @@ class Settings:
     topic_alerts: str = _setting("alerts", "Kafka topic of fraud alerts")
     topic_dead_letters: str = _setting("dead-letters", "Kafka topic of rejected records")
     topic_labels: str = _setting("labels", "Kafka topic of analysts' fraud labels")
+    topic_new_bank: str = _setting("new-bank", "Kafka topic of banks to add")
+    topic_new_user: str = _setting("new-user", "Kafka topic of users to add")
+    topic_new_account: str = _setting("new-account", "Kafka topic of accounts to add")
     data_dir: Path = _setting(Path("data/sample"), "dataset folder the commands read by default")
     stack_dir: Path = _setting(_cache_dir() / "stack", "where the local stack keeps jars and data")
     fraud_threshold: float = _setting(0.5, "score at which a transaction is flagged",

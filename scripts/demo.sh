@@ -8,6 +8,8 @@ fd() { .venv/bin/python -m fraud_detection "$@"; }
 echo "== start the local stack: Kafka, Cassandra, Redis (first run fetches jars: ~1 min)"
 fd stack up
 fd stack status
+echo "== create the Cassandra keyspace and tables (idempotent)"
+fd schema apply
 echo "== generate a 30-day bank world (seed 7) into out/demo"
 fd generate --days 30 --seed 7 --rows 50000 --out out/demo
 echo "== validate it with the Beam pipeline (bad rows would go to out/dead-letters/)"

@@ -17,7 +17,8 @@ from fraud_detection.stack.services import SERVICES, CassandraNode, Ports, Servi
 
 __all__ = [
     "SERVICES", "Ports", "ServiceStatus", "StackError", "StackInfo", "default_jars_dir",
-    "default_state_dir", "down", "log_path", "start_node", "status", "stop", "stop_node", "up",
+    "default_state_dir", "down", "log_path", "start_node", "status", "stop", "stop_node",
+    "tls_ca_file", "up",
 ]
 
 Progress = Callable[[str], None]
@@ -49,6 +50,7 @@ class StackInfo:
     ports: Ports
     services: tuple[str, ...]
     cassandra_nodes: int
+    cassandra_secure: bool = False  # PasswordAuthenticator and client TLS
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -80,7 +82,7 @@ def _saved(state: Path) -> StackInfo | None:
     try:
         saved = json.loads((state / "stack.json").read_text())
         return StackInfo(state, Ports(**saved["ports"]), tuple(saved["services"]),
-                         int(saved["cassandra_nodes"]))
+                         int(saved["cassandra_nodes"]), bool(saved.get("cassandra_secure")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -89,7 +91,8 @@ def _save(info: StackInfo) -> None:
     info.state_dir.mkdir(parents=True, exist_ok=True)
     (info.state_dir / "stack.json").write_text(json.dumps({
         "ports": asdict(info.ports), "services": list(info.services),
-        "cassandra_nodes": info.cassandra_nodes}, indent=2) + "\n")
+        "cassandra_nodes": info.cassandra_nodes, "cassandra_secure": info.cassandra_secure},
+        indent=2) + "\n")
 
 
 def _running(state: Path) -> list[str]:
@@ -144,9 +147,10 @@ def _start(service: Service, state: Path, progress: Progress) -> None:
 
 def up(services: Iterable[str] = SERVICES, cassandra_nodes: int = 1, ports: Ports | None = None,
        state_dir: Path | str | None = None, *, jars_dir: Path | str | None = None,
-       progress: Progress | None = None) -> StackInfo:
+       progress: Progress | None = None, cassandra_secure: bool = False) -> StackInfo:
     """Starts the services that are not running, one after another, and waits until each
-    answers; a service already running is left as it is."""
+    answers; a service already running is left as it is. cassandra_secure: password
+    authentication and TLS for clients (see tls_ca_file)."""
     wanted = tuple(services)
     if unknown := sorted(set(wanted) - set(SERVICES)):
         raise StackError(f"unknown service {', '.join(unknown)}; known: {', '.join(SERVICES)}")
@@ -168,9 +172,9 @@ def up(services: Iterable[str] = SERVICES, cassandra_nodes: int = 1, ports: Port
                                  "node(s); run `down` first")
         known = set(saved.services) if saved else set()
         info = StackInfo(state, ports, tuple(s for s in SERVICES if s in known | set(wanted)),
-                         nodes)
+                         nodes, cassandra_secure)
         _save(info)
-        for service in services_for(wanted, nodes, ports, jars):
+        for service in services_for(wanted, nodes, ports, jars, cassandra_secure, state):
             _start(service, state, progress or (lambda _line: None))
     return info
 
@@ -183,7 +187,8 @@ def status(state_dir: Path | str | None = None) -> list[ServiceStatus]:
         return []
     return [ServiceStatus(s.name, pid is not None, pid, f"{s.host}:{s.port}",
                           log_path(s.name, state))
-            for s in services_for(info.services, info.cassandra_nodes, info.ports, Path())
+            for s in services_for(info.services, info.cassandra_nodes, info.ports, Path(),
+                                  info.cassandra_secure, state)
             for pid in [procs.running_pid(_pidfile(state, s.name))]]
 
 
@@ -218,7 +223,15 @@ def start_node(node: int, state_dir: Path | str | None = None, *,
         raise StackError(f"no cassandra node {node} in the stack in {state}")
     jars = Path(jars_dir) if jars_dir else default_jars_dir()
     with file_lock(state / ".lock"):
-        _start(CassandraNode(info.ports, jars, node), state, progress or (lambda _line: None))
+        _start(CassandraNode(info.ports, jars, node, secure=info.cassandra_secure,
+                             state_dir=state), state, progress or (lambda _line: None))
+
+
+def tls_ca_file(state_dir: Path | str | None = None) -> Path:
+    """The certificate (PEM) a client trusts to reach the secure stack's Cassandra."""
+    from fraud_detection.stack.services import tls_dir
+
+    return tls_dir(_state(state_dir)) / "node.pem"
 
 
 def _canonical(name: str) -> str:

@@ -25,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--services", nargs="+", choices=SERVICES, default=list(SERVICES))
     up.add_argument("--cassandra-nodes", type=int, default=1, choices=range(1, 10),
                     metavar="N", help="Cassandra nodes on 127.0.0.1..N (default 1)")
+    up.add_argument("--cassandra-secure", action="store_true",
+                    help="password authentication (cassandra/cassandra) and TLS for clients")
     commands.add_parser("down", parents=[common], help="stop every process the stack started")
     commands.add_parser("status", parents=[common], help="one line per process")
     runners = commands.add_parser("runners", parents=[common],
@@ -63,7 +65,11 @@ def main(argv: list[str] | None = None, *, ports: Ports | None = None,
         if args.command == "up":
             began = time.monotonic()
             info = stack.up(args.services, args.cassandra_nodes, ports, state,
-                            progress=lambda line: print(line, flush=True))
+                            progress=lambda line: print(line, flush=True),
+                            cassandra_secure=args.cassandra_secure)
+            if info.cassandra_secure:
+                print(f"cassandra: TLS with {stack.tls_ca_file(info.state_dir)} as the CA; "
+                      "user cassandra, password cassandra")
             print(f"stack up in {time.monotonic() - began:.1f} s ({info.state_dir})")
         elif args.command == "down":
             stopped = stack.down(state)

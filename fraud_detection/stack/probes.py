@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 
 
@@ -49,8 +50,9 @@ def _cql_exchange(sock: socket.socket, opcode: int, body: bytes) -> int:
     return reply
 
 
-def cql_query(host: str, port: int, timeout: float = 5.0) -> bool:
-    """STARTUP then a query on system.local over native protocol v4."""
+def cql_query(host: str, port: int, timeout: float = 5.0, tls: bool = False) -> bool:
+    """STARTUP then a query on system.local over native protocol v4. Over TLS, a node
+    that asks to authenticate after STARTUP is ready too."""
     def string(text: str) -> bytes:
         return struct.pack(">H", len(text)) + text.encode()
 
@@ -58,9 +60,17 @@ def cql_query(host: str, port: int, timeout: float = 5.0) -> bool:
     query = b"SELECT release_version FROM system.local"
     query_body = struct.pack(">i", len(query)) + query + struct.pack(">HB", 1, 0)
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            return (_cql_exchange(sock, 0x01, startup) == 0x02  # READY
-                    and _cql_exchange(sock, 0x07, query_body) == 0x08)  # RESULT
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            sock = raw
+            if tls:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE  # readiness only; clients verify
+                sock = context.wrap_socket(raw)
+            reply = _cql_exchange(sock, 0x01, startup)
+            if tls and reply == 0x03:  # AUTHENTICATE
+                return True
+            return reply == 0x02 and _cql_exchange(sock, 0x07, query_body) == 0x08
     except (OSError, struct.error):
         return False
 

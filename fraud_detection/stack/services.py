@@ -137,12 +137,45 @@ _LOGBACK = """<configuration scan="false">
 """
 
 
+_KEYSTORE_PASSWORD = "fraud-detection-local"  # guards a throwaway development key only
+
+
+def tls_dir(state_dir: Path) -> Path:
+    return state_dir / "tls"
+
+
+def _keystore(folder: Path) -> Path:
+    """A self-signed key for 127.0.0.1-9 in a PKCS12 keystore, and its certificate as
+    PEM for clients; made once with the JDK's keytool."""
+    keystore, pem = folder / "keystore.p12", folder / "node.pem"
+    if keystore.is_file() and pem.is_file():
+        return keystore
+    folder.mkdir(parents=True, exist_ok=True)
+    keytool = str(fetch.java17().parent / "keytool")
+    keystore.unlink(missing_ok=True)
+    sans = ",".join(f"ip:127.0.0.{i}" for i in range(1, 10))
+    for command in (
+        [keytool, "-genkeypair", "-alias", "node", "-keyalg", "RSA", "-keysize", "2048",
+         "-validity", "3650", "-dname", "CN=fraud-detection-local", "-ext", f"SAN={sans}",
+         "-ext", "bc:c", "-keystore", str(keystore), "-storetype", "PKCS12",
+         "-storepass", _KEYSTORE_PASSWORD, "-keypass", _KEYSTORE_PASSWORD],
+        [keytool, "-exportcert", "-rfc", "-alias", "node", "-keystore", str(keystore),
+         "-storepass", _KEYSTORE_PASSWORD, "-file", str(pem)],
+    ):
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(f"keytool failed: {(result.stderr or result.stdout).strip()[:200]}")
+    return keystore
+
+
 @dataclass(frozen=True)
 class CassandraNode:
     ports: Ports
     jars: Path
     node: int  # 1-based; node i listens on 127.0.0.i, node 1 is the seed
     startup_timeout: float = 180.0
+    secure: bool = False  # PasswordAuthenticator (cassandra/cassandra) and client TLS
+    state_dir: Path | None = None  # where the secure node's keystore lives
 
     @property
     def name(self) -> str:
@@ -204,6 +237,15 @@ class CassandraNode:
             "concurrent_compactors": 1,
             "auto_snapshot": False,
         }
+        security: list[str] = []
+        if self.secure:
+            keystore = _keystore(tls_dir(self.state_dir or home.parent))
+            settings["authenticator"] = "PasswordAuthenticator"
+            settings["client_encryption_options"] = {
+                "enabled": True, "optional": False, "keystore": str(keystore),
+                "keystore_password": _KEYSTORE_PASSWORD, "store_type": "PKCS12"}
+            # The default superuser (cassandra/cassandra) is created at once, not after 10 s.
+            security = ["-Dcassandra.superuser_setup_delay_ms=0"]
         _write(config, json.dumps(settings, indent=2) + "\n")  # JSON is YAML
         _write(logback, _LOGBACK)
         return [
@@ -226,11 +268,12 @@ class CassandraNode:
             # A fresh local cluster: no need to wait 30 s per joining node for gossip.
             "-Dcassandra.ring_delay_ms=5000",
             "-Dcassandra.consistent.rangemovement=false",
+            *security,
             "-cp", f"{lib}/*", "org.apache.cassandra.service.CassandraDaemon",
         ]
 
     def ready(self) -> bool:
-        return probes.cql_query(self.host, self.port)
+        return probes.cql_query(self.host, self.port, tls=self.secure)
 
 
 @dataclass(frozen=True)
@@ -259,7 +302,8 @@ class Redis:
 
 
 def services_for(names: tuple[str, ...], cassandra_nodes: int, ports: Ports,
-                 jars: Path) -> list[Service]:
+                 jars: Path, cassandra_secure: bool = False,
+                 state_dir: Path | None = None) -> list[Service]:
     """The processes of the named services, in start order."""
     chosen: list[Service] = []
     for name in SERVICES:
@@ -268,7 +312,9 @@ def services_for(names: tuple[str, ...], cassandra_nodes: int, ports: Ports,
         if name == "kafka":
             chosen.append(Kafka(ports, jars))
         elif name == "cassandra":
-            chosen.extend(CassandraNode(ports, jars, i) for i in range(1, cassandra_nodes + 1))
+            chosen.extend(CassandraNode(ports, jars, i, secure=cassandra_secure,
+                                        state_dir=state_dir)
+                          for i in range(1, cassandra_nodes + 1))
         else:
             chosen.append(Redis(ports))
     return chosen

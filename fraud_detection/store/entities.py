@@ -37,12 +37,20 @@ def add_entity(store: Store, entity: Entity) -> None:
     primary_values = next(values for name, values in rows if name == table)
     # A lightweight transaction: two concurrent adds of one id cannot both win.
     insert = STATEMENTS[table] + " IF NOT EXISTS"
-    if not store.execute(insert, primary_values).was_applied:
+    if not store.execute(insert, primary_values).was_applied and \
+            _stored(store, entity) != entity:
+        # The same entity again (a replayed message) is not an error; another one is.
         raise EntityRejected(f"{id_column}: {type(entity).__name__.lower()} "
                              f"{getattr(entity, id_column)!r} already exists")
     for name, values in rows:
         if name != table:
             store.execute(STATEMENTS[name], values)
+
+
+def _stored(store: Store, entity: Entity) -> Entity | None:
+    find = {Bank: queries.bank, User: queries.user, Account: queries.account,
+            Merchant: queries.merchant}[type(entity)]
+    return find(store, getattr(entity, _PRIMARY[type(entity)][1]))
 
 
 def upsert_entities(store: Store, entities: list[Entity]) -> int:
