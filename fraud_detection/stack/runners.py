@@ -22,7 +22,9 @@ BEAM_JAR_CACHE = Path.home() / ".apache_beam" / "cache" / "jars"
 def _bin_dir() -> Path:
     from fraud_detection.stack import default_state_dir
 
-    return default_state_dir() / "bin"
+    # Beside the stack's folder, not in it: a Prism job server outlives `stack down`
+    # (Beam keeps it for the life of the Python process) and is not a stack service.
+    return default_state_dir().parent / "bin"
 
 
 def _go() -> str:

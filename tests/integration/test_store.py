@@ -186,8 +186,9 @@ def test_a_row_that_cannot_be_written_goes_to_the_failed_output(small_world: Wor
 def test_entities_are_checked_before_they_are_added(small_world: World, stored) -> None:
     _, session = stored
     bank, user, account = small_world.banks[0], small_world.users[0], small_world.accounts[0]
+    add_entity(session, bank)  # the same bank again: a replay, not an error
     with pytest.raises(EntityRejected, match="already exists"):
-        add_entity(session, bank)
+        add_entity(session, dataclass_replace(bank, name="Another Bank"))
     with pytest.raises(EntityRejected, match="unknown bank"):
         add_entity(session, dataclass_replace(user, user_id="u-new", bank_id="bank-zz"))
     with pytest.raises(EntityRejected, match="unknown user"):
