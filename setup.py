@@ -19,6 +19,7 @@ setup(
         "streamlit==1.*",
         "pyyaml==6.*",
         "tqdm==4.*",
+        "scikit-learn==1.*",
     ],
     extras_require={
         "dev": [

@@ -83,6 +83,59 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     return stack_main(args.stack_args, ports=ports, state_dir=settings.stack_dir)
 
 
+def _feature_table(args: argparse.Namespace, settings: Settings, workdir: Path):
+    from fraud_detection.beam_pipelines import features
+    from fraud_detection.beam_pipelines.options import check_beam_args
+
+    prefix = str(workdir / "features")
+    argv = ["--input", str(args.input or settings.data_dir), "--features_out", prefix,
+            "--rules", str(args.rules), *check_beam_args(args.beam_args)]
+    summary = features.run(argv)
+    print(f"features of {summary.rows} transactions in {summary.seconds:.1f}s"
+          + (f" ({summary.dead_lettered} invalid rows left out)" if summary.dead_lettered
+             else ""), flush=True)
+    return features.read_feature_table(prefix)
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    import tempfile
+
+    import numpy as np
+
+    from fraud_detection import model
+    from fraud_detection.records import LEGIT
+
+    with tempfile.TemporaryDirectory(prefix="fraud-train-") as tmp:
+        table = _feature_table(args, settings, Path(tmp))
+    if args.until:
+        days = np.array([t.date() for t in table["event_time"].to_pylist()])
+        table = table.filter(days <= args.until)
+    vectors = np.column_stack([table[name].to_numpy() for name in model.MODEL_FEATURES])
+    fraud = np.array([(label or LEGIT) != LEGIT for label in table["label"].to_pylist()])
+    trained = model.train(vectors, fraud.astype(int))
+    info = model.save(trained, args.model_dir, len(fraud), int(fraud.sum()))
+    print(f"model {info.version}: {info.train_rows} transactions, {info.train_frauds} frauds, "
+          f"{len(info.features)} features -> {args.model_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    import tempfile
+
+    from fraud_detection.evaluation import evaluate_table
+
+    with tempfile.TemporaryDirectory(prefix="fraud-evaluate-") as tmp:
+        table = _feature_table(args, settings, Path(tmp))
+    report = evaluate_table(table, args.train_days, args.delay_days, args.test_days,
+                            settings.fraud_threshold, k=args.k)
+    text = f"{report.summary()}\n\n{report.table()}"
+    print(text)
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(text + "\n")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_detection.store.keyspace import apply_schema
 
@@ -198,6 +251,32 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
                   "start, stop and inspect the local Kafka, Cassandra and Redis")
     stk.add_argument("stack_args", nargs=argparse.REMAINDER, metavar="up|down|status|logs ...",
                      help="see `stack -- --help`")
+
+    from fraud_detection.transforms.rules import DEFAULT_RULES_FILE
+
+    def feature_args(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--input", help="Parquet glob or dataset folder (default: data_dir)")
+        sub.add_argument("--rules", type=Path, default=DEFAULT_RULES_FILE, help="rules YAML")
+        sub.add_argument("beam_args", nargs=argparse.REMAINDER,
+                         help="Beam pipeline options after --, e.g. -- --runner=PrismRunner")
+
+    trn = command("train", cmd_train,
+                  "train the fraud model on labelled history, with the pipeline's features")
+    feature_args(trn)
+    trn.add_argument("--model-dir", type=Path, default=Path("models/current"),
+                     help="where model.pkl and model.json go (default models/current)")
+    trn.add_argument("--until", type=_date, help="last day to train on (default: all)")
+
+    evl = command("evaluate", cmd_evaluate,
+                  "time-split evaluation: the model, the rules and the seed rule side by side")
+    feature_args(evl)
+    evl.add_argument("--train-days", type=_positive_int, default=30)
+    evl.add_argument("--delay-days", type=int, default=7,
+                     help="days between training and testing (labels arrive late)")
+    evl.add_argument("--test-days", type=_positive_int, default=21)
+    evl.add_argument("--k", type=_positive_int, default=100,
+                     help="accounts an analyst reviews per day (precision@k)")
+    evl.add_argument("--report", type=Path, help="also write the table to this file")
 
     sch = command("schema", cmd_schema,
                   "create the keyspace and apply the schema's pending migrations (idempotent)")

@@ -13,6 +13,16 @@ from apache_beam.options.pipeline_options import (
 LOCAL_RUNNER = "FnApiRunner"
 
 
+class InputOptions(PipelineOptions):
+    """--input, shared by every pipeline that reads Parquet (one definition: Beam parses
+    all options classes together)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument(
+            "--input", help="Parquet file glob, or a dataset folder (its transactions/ are read)")
+
+
 def with_local_runner(options: PipelineOptions) -> PipelineOptions:
     standard = options.view_as(StandardOptions)
     if not standard.runner:

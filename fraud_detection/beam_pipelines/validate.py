@@ -10,7 +10,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from fraud_detection.beam_pipelines.options import counter_value, with_local_runner
+from fraud_detection.beam_pipelines.options import (
+    InputOptions,
+    counter_value,
+    with_local_runner,
+)
 from fraud_detection.errors import UsageError
 from fraud_detection.io.parquet import TRANSACTIONS_DIR
 from fraud_detection.transforms.parse import ValidateTransactions
@@ -19,8 +23,6 @@ from fraud_detection.transforms.parse import ValidateTransactions
 class ValidateOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument(
-            "--input", help="Parquet file glob, or a dataset folder (its transactions/ are read)")
         parser.add_argument(
             "--dead_letters", default="out/dead-letters/validate",
             help="path prefix of the dead-letter JSON-lines files")
@@ -54,12 +56,12 @@ def input_pattern(value: str | None) -> str:
 def run(argv: list[str] | None = None) -> ValidateSummary:
     options = with_local_runner(PipelineOptions(argv))
     opts = options.view_as(ValidateOptions)
-    pattern = input_pattern(opts.input)
+    pattern = input_pattern(options.view_as(InputOptions).input)
     started = time.monotonic()
     with beam.Pipeline(options=options) as pipeline:
         checked = (pipeline
                    | "Read" >> beam.io.ReadFromParquet(pattern)
-                   | "Validate" >> ValidateTransactions(source=f"parquet:{opts.input}"))
+                   | "Validate" >> ValidateTransactions(source=f"parquet:{pattern}"))
         _ = (checked.dead_letters
              | "ToJson" >> beam.Map(lambda d: json.dumps(d.to_dict(), sort_keys=True))
              | "WriteDeadLetters" >> beam.io.WriteToText(

@@ -1,8 +1,14 @@
-"""DetectFraud: the one composite that batch and streaming share."""
+"""DetectFraud: the one composite that batch and streaming share.
+
+Transactions -> per-account features in event time -> counterparty risk from delayed
+labels -> the model's probability (RunInference, when a model is given) -> rules and
+the decision, with reasons.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -10,37 +16,90 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from fraud_detection.records import epoch_micros
+from fraud_detection.transforms.counterparty import DELAY_DAYS, WINDOW_DAYS, AddCounterpartyRisk
 from fraud_detection.transforms.features import ComputeAccountFeatures
-from fraud_detection.transforms.rules import Rule
+from fraud_detection.transforms.rules import Rule, RulesCache, RulesSource, StaticRules
 from fraud_detection.transforms.score import decide
 
 
 class _DecideFn(beam.DoFn):
-    def __init__(self, rules: Sequence[Rule], threshold: float) -> None:
-        self.rules = list(rules)
+    def __init__(self, rules: RulesSource, threshold: float, model_version: str) -> None:
+        self.rules = rules
         self.threshold = threshold
+        self.model_version = model_version
         self.scored = Metrics.counter("detect", "scored")
         self.flagged = Metrics.counter("detect", "flagged")
 
-    def process(self, featured):
-        scored = decide(featured, self.rules, self.threshold)
+    def setup(self) -> None:
+        self.cache = RulesCache(self.rules)
+
+    def start_bundle(self) -> None:
+        self.current = self.cache.current()
+
+    def process(self, element):
+        featured, prediction = element
+        probability = None if prediction is None else float(prediction.inference)
+        scored = decide(featured, self.current, self.threshold, probability,
+                        self.model_version)
         self.scored.inc()
         if scored.flagged:
             self.flagged.inc()
         yield scored
 
 
-class DetectFraud(beam.PTransform):
-    """Transactions -> ScoredTransaction: event-time features per account, rules, decision."""
+class FeatureTransactions(beam.PTransform):
+    """Transactions -> FeaturedTransaction: the account's behaviour in event time and the
+    counterparty's risk from delayed labels. What the model trains on and scores."""
 
-    def __init__(self, rules: Sequence[Rule], threshold: float = 0.5) -> None:
+    def __init__(self, labels=None, delay_days: int = DELAY_DAYS,
+                 window_days: int = WINDOW_DAYS) -> None:
         super().__init__()
-        self.rules = rules
-        self.threshold = threshold
+        self.labels = labels
+        self.delay_days = delay_days
+        self.window_days = window_days
 
     def expand(self, transactions):
         return (transactions
                 | "AtEventTime" >> beam.Map(
                     lambda t: TimestampedValue(t, Timestamp(micros=epoch_micros(t.event_time))))
                 | "Features" >> ComputeAccountFeatures()
-                | "Decide" >> beam.ParDo(_DecideFn(self.rules, self.threshold)))
+                | "CounterpartyRisk" >> AddCounterpartyRisk(
+                    self.labels, self.delay_days, self.window_days))
+
+
+class DetectFraud(beam.PTransform):
+    """Transactions -> ScoredTransaction.
+
+    rules: a list, or a RulesSource re-read while the pipeline runs. model_dir: a folder
+    written by `train`; without it the decision rests on rules alone. labels: an
+    optional PCollection of LabelEvent (analysts' verdicts, streaming).
+    """
+
+    def __init__(self, rules: Sequence[Rule] | RulesSource, threshold: float = 0.5,
+                 model_dir: Path | None = None, labels=None, delay_days: int = DELAY_DAYS,
+                 window_days: int = WINDOW_DAYS) -> None:
+        super().__init__()
+        self.rules = rules if isinstance(rules, RulesSource) else StaticRules(rules)
+        self.threshold = threshold
+        self.model_dir = Path(model_dir) if model_dir else None
+        self.labels = labels
+        self.delay_days = delay_days
+        self.window_days = window_days
+
+    def expand(self, transactions):
+        featured = transactions | "Featured" >> FeatureTransactions(
+            self.labels, self.delay_days, self.window_days)
+        version = ""
+        if self.model_dir is None:
+            predicted = featured | "NoModel" >> beam.Map(lambda f: (f, None))
+        else:
+            from apache_beam.ml.inference.base import RunInference
+
+            from fraud_detection.model import load_info, model_handler, model_vector
+
+            version = load_info(self.model_dir).version
+            predicted = (featured
+                         | "ToVector" >> beam.Map(lambda f: (f, model_vector(f)))
+                         | "Model" >> RunInference(model_handler(self.model_dir)))
+        return predicted | "Decide" >> beam.ParDo(
+            _DecideFn(self.rules, self.threshold, version))

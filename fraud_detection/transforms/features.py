@@ -14,18 +14,9 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder
-from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import (
-    BagStateSpec,
-    ReadModifyWriteStateSpec,
-    TimerSpec,
-    on_timer,
-)
-from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Timestamp
 
-from fraud_detection.records import CREDIT_TX_TYPES, Transaction, epoch_micros
+from fraud_detection.records import CREDIT_TX_TYPES, Transaction
+from fraud_detection.transforms.ordered import EventTimeOrderedFn
 
 HOUR = 3600
 WINDOWS_HOURS = {"1h": 1, "24h": 24, "7d": 24 * 7, "30d": 24 * 30}
@@ -52,6 +43,8 @@ class Features:
     balance_mismatch: bool
     night: bool  # 00:00-05:59 UTC
     weekend: bool
+    # Set by the counterparty stage (transforms/counterparty.py), not by AccountHistory.
+    counterparty_risk: float = 0.0
 
     def as_vector(self) -> list[float]:
         return [float(getattr(self, name)) for name in FEATURE_NAMES]
@@ -164,65 +157,23 @@ class FeaturedTransaction:
     late: bool  # an event of the account that came after it was processed first
 
 
-def _at(tx: Transaction) -> Timestamp:
-    # Timers carry milliseconds: compare at that precision, or an event with
-    # microseconds would never be "due" and its timer would re-fire forever.
-    return Timestamp(micros=epoch_micros(tx.event_time) // 1000 * 1000)
+class AccountFeaturesFn(EventTimeOrderedFn):
+    """An account's transactions through AccountHistory in event-time order."""
 
+    def event_time(self, element: Transaction) -> dt.datetime:
+        return element.event_time
 
-class AccountFeaturesFn(beam.DoFn):
-    """Buffers an account's events until the watermark passes them, then runs them in order.
+    def order_key(self, element: Transaction) -> tuple[dt.datetime, str]:
+        return event_order_key(element)
 
-    In batch the watermark jumps to the end, so the whole history runs in order; in
-    streaming it runs continuously. An event behind what was already processed is
-    still scored, against the history so far, and marked late.
-    """
+    def new_state(self) -> AccountHistory:
+        return AccountHistory()
 
-    HISTORY = ReadModifyWriteStateSpec("history", PickleCoder())
-    BUFFER = BagStateSpec("buffer", PickleCoder())
-    NEXT_FLUSH = ReadModifyWriteStateSpec("next_flush", PickleCoder())
-    FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+    def last_time(self, state: AccountHistory) -> dt.datetime | None:
+        return state.last_time
 
-    def process(self, element: tuple[str, Transaction],
-                buffer=beam.DoFn.StateParam(BUFFER),
-                next_flush=beam.DoFn.StateParam(NEXT_FLUSH),
-                flush=beam.DoFn.TimerParam(FLUSH)):
-        _, tx = element
-        buffer.add(tx)
-        at = _at(tx)
-        pending = next_flush.read()
-        if pending is None or at < pending:
-            # One timer per key: keep it at the earliest buffered event.
-            flush.set(at)
-            next_flush.write(at)
-
-    @on_timer(FLUSH)
-    def on_flush(self, fired_at=beam.DoFn.TimestampParam,
-                 history_state=beam.DoFn.StateParam(HISTORY),
-                 buffer=beam.DoFn.StateParam(BUFFER),
-                 next_flush=beam.DoFn.StateParam(NEXT_FLUSH),
-                 flush=beam.DoFn.TimerParam(FLUSH)):
-        pending = sorted(buffer.read(), key=event_order_key)
-        ready = [t for t in pending if _at(t) <= fired_at]
-        waiting = pending[len(ready):]
-        buffer.clear()
-        for t in waiting:
-            buffer.add(t)
-        if waiting:
-            # The watermark may already be far past fired_at (in batch it is at the
-            # end): aim at the latest waiting event so one more firing can take them
-            # all, and an earlier arrival in process() pulls the timer back.
-            at = _at(waiting[-1])
-            flush.set(at)
-            next_flush.write(at)
-        else:
-            next_flush.clear()
-        history = history_state.read() or AccountHistory()
-        for t in ready:
-            late = history.last_time is not None and t.event_time < history.last_time
-            yield TimestampedValue(FeaturedTransaction(t, history.observe(t), late),
-                                   Timestamp(micros=epoch_micros(t.event_time)))
-        history_state.write(history)
+    def step(self, state: AccountHistory, element: Transaction, late: bool):
+        yield FeaturedTransaction(element, state.observe(element), late)
 
 
 class ComputeAccountFeatures(beam.PTransform):

@@ -130,3 +130,68 @@ def load_rules(path: Path = DEFAULT_RULES_FILE) -> list[Rule]:
 
 def evaluate(rules: Iterable[Rule], values: Mapping[str, Any]) -> list[RuleHit]:
     return [hit for rule in rules if (hit := rule.evaluate(values)) is not None]
+
+
+def rule_to_dict(rule: Rule) -> dict[str, Any]:
+    """The YAML entry of a rule (parse_rules reads it back)."""
+    return {"id": rule.rule_id, "description": rule.description, "when": rule.when,
+            "weight": rule.weight, "paused": rule.paused}
+
+
+class RulesSource:
+    """Where detection gets its rules while it runs. `load` may be called again every
+    `refresh_seconds` (processing time), so rules can be added, changed and paused
+    while a stream runs.
+
+    Not a Beam side input on purpose: a triggered global-window side input is not
+    supported by Prism (apache/beam#31438), and a windowed one holds every transaction
+    until its window closes.
+    """
+
+    refresh_seconds: float = 30.0
+
+    def load(self) -> list[Rule]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class StaticRules(RulesSource):
+    refresh_seconds = float("inf")
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules = list(rules)
+
+    def load(self) -> list[Rule]:
+        return self.rules
+
+
+class RulesCache:
+    """The current rules of a source, reloaded when due. A reload that fails keeps the
+    rules in force (a broken edit must not stop detection) and says so once."""
+
+    def __init__(self, source: RulesSource, clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.source = source
+        self.clock = clock or time.monotonic
+        self.rules = source.load()
+        self.loaded_at = self.clock()
+        self.last_error: str | None = None
+
+    def current(self) -> list[Rule]:
+        if self.clock() - self.loaded_at >= self.source.refresh_seconds:
+            self.loaded_at = self.clock()
+            try:
+                self.rules = self.source.load()
+                self.last_error = None
+            except Exception as exc:  # any failure: keep detecting with the old rules
+                message = f"reloading rules from {self.source.describe()} failed: {exc}"
+                if message != self.last_error:
+                    import logging
+
+                    logging.getLogger(__name__).warning("%s; keeping %d rules", message,
+                                                        len(self.rules))
+                self.last_error = message
+        return self.rules

@@ -1,0 +1,65 @@
+"""The rules table: detection re-reads it while it runs; the CLI and the dashboard edit it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import yaml
+
+from fraud_detection.config import Settings
+from fraud_detection.store.keyspace import Store, connect
+from fraud_detection.transforms.rules import Rule, RuleError, RulesSource, parse_rules, rule_to_dict
+
+_SELECT = "SELECT rule_id, definition, paused FROM rules"
+_UPSERT = "INSERT INTO rules (rule_id, definition, paused, updated_at) VALUES (?, ?, ?, ?)"
+
+
+def stored_rules(store: Store) -> list[Rule]:
+    entries = []
+    for row in store.execute(_SELECT):
+        entry = yaml.safe_load(row.definition)
+        entry["paused"] = bool(row.paused)
+        entries.append(entry)
+    entries.sort(key=lambda e: str(e.get("id")))
+    return parse_rules({"rules": entries}, "rules table")
+
+
+def save_rules(store: Store, rules: list[Rule]) -> None:
+    now = dt.datetime.now(dt.UTC)
+    for rule in rules:
+        store.execute(_UPSERT, (rule.rule_id, yaml.safe_dump(rule_to_dict(rule)), rule.paused,
+                                now))
+
+
+def set_paused(store: Store, rule_id: str, paused: bool) -> Rule:
+    by_id = {r.rule_id: r for r in stored_rules(store)}
+    if rule_id not in by_id:
+        raise RuleError(f"no rule {rule_id!r} in the rules table")
+    rule = by_id[rule_id]
+    changed = Rule(rule.rule_id, rule.description, rule.when, rule.weight, paused)
+    save_rules(store, [changed])
+    return changed
+
+
+class StoredRules(RulesSource):
+    """The rules table, re-read every refresh_seconds; one connection per worker."""
+
+    def __init__(self, settings: Settings, refresh_seconds: float = 30.0) -> None:
+        self.settings = settings
+        self.refresh_seconds = refresh_seconds
+        self._store: Store | None = None
+
+    def load(self) -> list[Rule]:
+        if self._store is None:
+            self._store = connect(self.settings)
+        rules = stored_rules(self._store)
+        if not rules:
+            raise RuleError("the rules table is empty; load rules with "
+                            "`python -m fraud_detection rules load FILE`")
+        return rules
+
+    def describe(self) -> str:
+        return f"the rules table of keyspace {self.settings.cassandra_keyspace}"
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_store": None}
