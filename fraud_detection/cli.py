@@ -136,6 +136,33 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud_detection.store import rules as stored
+    from fraud_detection.store.keyspace import connect
+    from fraud_detection.transforms.rules import load_rules
+
+    store = connect(settings)
+    try:
+        if args.action == "load":
+            if not args.target:
+                raise UsageError("rules load needs a YAML file")
+            loaded = load_rules(Path(args.target))
+            stored.save_rules(store, loaded)
+            print(f"loaded {len(loaded)} rules from {args.target}")
+        elif args.action in ("pause", "resume"):
+            if not args.target:
+                raise UsageError(f"rules {args.action} needs a rule id")
+            rule = stored.set_paused(store, args.target, args.action == "pause")
+            print(f"rule {rule.rule_id} {'paused' if rule.paused else 'active'}")
+        else:
+            for rule in stored.stored_rules(store):
+                state = "paused" if rule.paused else "active"
+                print(f"{rule.rule_id:<28} {state:<7} {rule.weight:.2f}  {rule.description}")
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_detection.store.keyspace import apply_schema
 
@@ -277,6 +304,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     evl.add_argument("--k", type=_positive_int, default=100,
                      help="accounts an analyst reviews per day (precision@k)")
     evl.add_argument("--report", type=Path, help="also write the table to this file")
+
+    rul = command("rules", cmd_rules,
+                  "the rules table detection re-reads while it runs: list, load, pause, resume")
+    rul.add_argument("action", choices=("list", "load", "pause", "resume"))
+    rul.add_argument("target", nargs="?", help="YAML file (load) or rule id (pause, resume)")
 
     sch = command("schema", cmd_schema,
                   "create the keyspace and apply the schema's pending migrations (idempotent)")

@@ -197,3 +197,24 @@ def test_entities_are_checked_before_they_are_added(small_world: World, stored) 
     add_entity(session, new_user)
     assert queries.user(session, "u-new") == new_user
     assert new_user in queries.collect(queries.users_of_bank, session, new_user.bank_id)
+
+
+def test_schema_applies_once_and_rules_live_in_their_table(stored) -> None:
+    from fraud_detection.store import rules as stored_rules
+    from fraud_detection.store.keyspace import apply_schema, migrations
+    from fraud_detection.transforms.rules import load_rules
+
+    settings, store = stored
+    report = apply_schema(settings)
+    assert report.applied == () and report.version == len(migrations())
+    assert sorted(r.version for r in store.execute("SELECT version FROM schema_migrations")) \
+        == [m.version for m in migrations()]
+
+    defaults = load_rules()
+    stored_rules.save_rules(store, defaults)
+    source = stored_rules.StoredRules(settings, refresh_seconds=0)
+    assert {r.rule_id for r in source.load()} == {r.rule_id for r in defaults}
+    stored_rules.set_paused(store, "seed_large_amount", True)
+    assert [r.paused for r in source.load() if r.rule_id == "seed_large_amount"] == [True]
+    with pytest.raises(Exception, match="no rule"):
+        stored_rules.set_paused(store, "no-such-rule", True)

@@ -53,3 +53,40 @@ def test_missing_or_wrongly_typed_fields_do_not_fire():
     rules = parse_rules({"rules": [{"id": "a", "when": {"field": "x", "op": ">", "value": 1}}]})
     assert evaluate(rules, {}) == []
     assert evaluate(rules, {"x": "text"}) == []
+
+
+def test_a_rule_change_takes_effect_on_the_next_bundle(tmp_path):
+    import datetime as dt
+
+    import yaml
+
+    from fraud_detection.io.rules_file import FileRules
+    from fraud_detection.records import Transaction
+    from fraud_detection.transforms.detect import _DecideFn
+    from fraud_detection.transforms.features import AccountHistory, FeaturedTransaction
+
+    path = tmp_path / "rules.yaml"
+
+    def write(threshold_cents: int, paused: bool = False) -> None:
+        path.write_text(yaml.safe_dump({"rules": [{
+            "id": "big", "when": {"field": "amount_cents", "op": ">", "value": threshold_cents},
+            "weight": 0.9, "paused": paused}]}))
+
+    tx = Transaction("t-1", dt.datetime(2024, 1, 1, tzinfo=dt.UTC), "b", "u", "a", "m",
+                     "merchant", "PAYMENT", 50_000, "EUR")
+    featured = FeaturedTransaction(tx, AccountHistory().features(tx), False)
+    write(100_000)
+    decide_fn = _DecideFn(FileRules(path, refresh_seconds=0), 0.5, "")
+    decide_fn.setup()
+
+    def flagged() -> bool:
+        decide_fn.start_bundle()
+        return next(iter(decide_fn.process((featured, None)))).flagged
+
+    assert not flagged()
+    write(10_000)  # lowered while running: the next bundle sees it
+    assert flagged()
+    write(10_000, paused=True)
+    assert not flagged()
+    path.write_text("rules: [oops")  # a broken edit keeps the rules in force
+    assert not flagged()
