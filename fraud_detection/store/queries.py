@@ -350,6 +350,34 @@ def dead_letters_on(store: Store, source: str, day: dt.date, page_size: int = DE
                                 "id": items[-1].id}))
 
 
+@dataclass(frozen=True)
+class StoredBenford:
+    scope: str
+    key: str
+    window_start: dt.date
+    window_end: dt.date
+    n: int
+    level: str
+    first_mad: float
+    first_observed: list[float]
+    first_expected: list[float]
+    first_two_mad: float
+    first_two_level: str
+
+
+def benford_reports(store: Store, scope: str, key: str, limit: int = 12) -> list[StoredBenford]:
+    """A bank's or an account's Benford reports, newest window first."""
+    from fraud_detection.transforms.benford import EXPECTED_FIRST
+
+    rows = store.execute("SELECT window_start, window_end, n, level, first_mad, first_observed, "
+                         "first_two_mad, first_two_level FROM benford_reports "
+                         "WHERE scope = ? AND key = ? LIMIT ?", (scope, key, limit))
+    return [StoredBenford(scope, key, r.window_start.date(), r.window_end.date(), r.n, r.level,
+                          r.first_mad, list(r.first_observed or ()),
+                          [float(x) for x in EXPECTED_FIRST], r.first_two_mad,
+                          r.first_two_level) for r in rows]
+
+
 def collect(fetch: Callable[..., Page[T]], *args: Any, page_size: int = 1000) -> list[T]:
     """Every item of a paged query (for tests, exports and small lists)."""
     items: list[T] = []
@@ -365,7 +393,8 @@ def collect(fetch: Callable[..., Page[T]], *args: Any, page_size: int = 1000) ->
 def table_contents(store: Store, table: str) -> list[tuple]:
     """Every row of one of our tables, in a stable order: for comparing whole tables
     (idempotency checks, runner parity). Reads the whole table; not for serving."""
-    if table not in {*TRANSACTION_TABLES, *ENTITY_COLUMNS, "account_balances", "dead_letters"}:
+    if table not in {*TRANSACTION_TABLES, *ENTITY_COLUMNS, "account_balances", "dead_letters",
+                     "benford_reports", "rules"}:
         raise ValueError(f"not a table of ours: {table!r}")
     rows = store.execute(f"SELECT * FROM {table}", fetch_size=5000)
     return sorted((tuple(row) for row in rows), key=repr)

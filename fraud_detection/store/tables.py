@@ -27,6 +27,7 @@ from fraud_detection.records import (
     User,
     epoch_micros,
 )
+from fraud_detection.transforms.benford import BenfordReport
 
 # Fixed for the life of a keyspace: readers compute the same buckets.
 BANK_DAY_SHARDS = 8
@@ -78,12 +79,16 @@ ENTITY_COLUMNS: dict[str, tuple[str, ...]] = {
 BALANCE_COLUMNS = ("account_id", "balance_cents", "currency", "as_of", "as_of_us",
                    "transaction_id")
 DEAD_LETTER_COLUMNS = ("source", "day", "received_at", "id", "errors", "raw")
+BENFORD_COLUMNS = ("scope", "key", "window_start", "window_end", "n", "first_mad",
+                   "first_chi_square", "first_level", "first_observed", "first_two_mad",
+                   "first_two_chi_square", "first_two_level", "first_two_observed", "level")
 
 STATEMENTS: dict[str, str] = {
     **{table: _insert(table, _columns(table)) for table in TRANSACTION_TABLES},
     **{table: _insert(table, columns) for table, columns in ENTITY_COLUMNS.items()},
     "account_balances": _insert("account_balances", BALANCE_COLUMNS, " USING TIMESTAMP ?"),
     "dead_letters": _insert("dead_letters", DEAD_LETTER_COLUMNS),
+    "benford_reports": _insert("benford_reports", BENFORD_COLUMNS),
 }
 
 
@@ -178,3 +183,12 @@ def dead_letter_id(letter: DeadLetter) -> str:
 def dead_letter_row(letter: DeadLetter, received_at: dt.datetime) -> RowWrite:
     return ("dead_letters", (letter.source, day_of(received_at), _ms(received_at),
                              dead_letter_id(letter), list(letter.errors), letter.raw))
+
+
+def benford_row(report: BenfordReport) -> RowWrite:
+    first, two = report.first, report.first_two
+    return ("benford_reports", (
+        report.scope, report.key, Date(dt.date.fromisoformat(report.window_start)),
+        Date(dt.date.fromisoformat(report.window_end)), first.n, first.mad, first.chi_square,
+        first.level, list(first.observed), two.mad, two.chi_square, two.level,
+        list(two.observed), report.level))

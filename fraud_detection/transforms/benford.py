@@ -85,6 +85,22 @@ class BenfordReport:
         return INSUFFICIENT if self.first.n < MIN_SAMPLE else self.first.level
 
 
+def two_digit_prefix(amount: int) -> int | None:
+    """The first two digits of an amount in minor units (10..99), None under 10."""
+    return int(str(amount)[:2]) if amount >= 10 else None
+
+
+def first_digit_counts(two_digit_counts: np.ndarray) -> np.ndarray:
+    first = np.zeros(10, dtype=np.int64)
+    np.add.at(first, np.arange(10, 100) // 10, np.asarray(two_digit_counts)[10:])
+    return first
+
+
+def window_index(epoch_seconds: float, window_days: int) -> int:
+    """The fixed window (aligned to the epoch, like Beam's FixedWindows) of a moment."""
+    return int(epoch_seconds // (window_days * 86_400))
+
+
 class LeadingDigitCounts(beam.CombineFn):
     """Counts of first-two-digit prefixes; first digits are derived from them."""
 
@@ -92,8 +108,9 @@ class LeadingDigitCounts(beam.CombineFn):
         return np.zeros(100, dtype=np.int64)
 
     def add_input(self, acc: np.ndarray, amount: int) -> np.ndarray:
-        if amount >= 10:
-            acc[int(str(amount)[:2])] += 1
+        prefix = two_digit_prefix(amount)
+        if prefix is not None:
+            acc[prefix] += 1
         return acc
 
     def merge_accumulators(self, accs) -> np.ndarray:
@@ -106,8 +123,7 @@ class LeadingDigitCounts(beam.CombineFn):
 def _report(scope: str, window_days: int):
     def build(element, window=beam.DoFn.WindowParam) -> BenfordReport:
         key, two_digit_counts = element
-        first = np.zeros(10, dtype=np.int64)
-        np.add.at(first, np.arange(10, 100) // 10, two_digit_counts[10:])
+        first = first_digit_counts(two_digit_counts)
         return BenfordReport(
             scope=scope, key=key,
             window_start=window.start.to_utc_datetime().date().isoformat(),

@@ -16,6 +16,14 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 
 from fraud_detection.records import CREDIT_TX_TYPES, Transaction
+from fraud_detection.transforms.benford import MIN_SAMPLE as BENFORD_MIN_SAMPLE
+from fraud_detection.transforms.benford import (
+    NONCONFORMITY,
+    first_digit_counts,
+    result_from_counts,
+    two_digit_prefix,
+    window_index,
+)
 from fraud_detection.transforms.ordered import EventTimeOrderedFn
 
 HOUR = 3600
@@ -24,6 +32,7 @@ MAX_HOURS = max(WINDOWS_HOURS.values())
 RECENT_AMOUNTS = 200  # robust z-score over the account's last N amounts
 MAX_COUNTERPARTIES = 1_000  # least recently paid forgotten first
 MIN_HISTORY_FOR_ZSCORE = 5
+BENFORD_WINDOW_DAYS = 30  # as BenfordReports' default, so the verdict matches the report
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +52,9 @@ class Features:
     balance_mismatch: bool
     night: bool  # 00:00-05:59 UTC
     weekend: bool
+    # The account's amounts in the previous Benford window broke Benford's law
+    # (first-digit MAD "nonconformity" on at least benford.MIN_SAMPLE amounts).
+    benford_nonconforming: bool = False
     # Set by the counterparty stage (transforms/counterparty.py), not by AccountHistory.
     counterparty_risk: float = 0.0
 
@@ -91,6 +103,9 @@ class AccountHistory:
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_AMOUNTS))
     counterparties: OrderedDict = field(default_factory=OrderedDict)
     last_time: dt.datetime | None = None
+    # Benford window index -> counts of two-digit prefixes (index 10..99); two windows.
+    digits: dict[int, list[int]] = field(default_factory=dict)
+    nonconforming: dict[int, bool] = field(default_factory=dict)  # a finished window's verdict
 
     def features(self, tx: Transaction) -> Features:
         hour = _hour(tx.event_time)
@@ -105,6 +120,7 @@ class AccountHistory:
                     sums[name][0] += count
                     sums[name][1] += amount
         z, ratio = robust_zscore(tx.amount_cents, list(self.recent))
+        previous = window_index(tx.event_time.timestamp(), BENFORD_WINDOW_DAYS) - 1
         # -1 for the first transaction; 0 for a late one (the last was after it).
         since = (max((tx.event_time - self.last_time).total_seconds(), 0.0)
                  if self.last_time else -1.0)
@@ -120,7 +136,17 @@ class AccountHistory:
             balance_mismatch=balance_mismatch(tx),
             night=tx.event_time.hour < 6,
             weekend=tx.event_time.weekday() >= 5,
+            benford_nonconforming=self._nonconforming(previous),
         )
+
+    def _nonconforming(self, window: int) -> bool:
+        if window not in self.nonconforming:
+            counts = self.digits.get(window)
+            if counts is None or sum(counts) < BENFORD_MIN_SAMPLE:
+                return False
+            level = result_from_counts(first_digit_counts(counts), 1).level
+            self.nonconforming[window] = level == NONCONFORMITY
+        return self.nonconforming[window]
 
     def add(self, tx: Transaction) -> None:
         hour = _hour(tx.event_time)
@@ -132,6 +158,14 @@ class AccountHistory:
         for h in [h for h in self.buckets if h <= oldest]:
             del self.buckets[h]
         self.recent.append(tx.amount_cents)
+        window = window_index(tx.event_time.timestamp(), BENFORD_WINDOW_DAYS)
+        prefix = two_digit_prefix(tx.amount_cents)
+        if prefix is not None:
+            self.digits.setdefault(window, [0] * 100)[prefix] += 1
+            self.nonconforming.pop(window, None)  # a late amount changes the verdict
+        for old in [w for w in self.digits if w < window - 1]:
+            del self.digits[old]
+            self.nonconforming.pop(old, None)
         self.counterparties[tx.counterparty_id] = None
         self.counterparties.move_to_end(tx.counterparty_id)
         while len(self.counterparties) > MAX_COUNTERPARTIES:

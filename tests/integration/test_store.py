@@ -218,3 +218,33 @@ def test_schema_applies_once_and_rules_live_in_their_table(stored) -> None:
     assert [r.paused for r in source.load() if r.rule_id == "seed_large_amount"] == [True]
     with pytest.raises(Exception, match="no rule"):
         stored_rules.set_paused(store, "no-such-rule", True)
+
+
+def test_benford_reports_are_stored_and_read_newest_first(small_world: World, stored) -> None:
+    from apache_beam.transforms.window import TimestampedValue
+    from apache_beam.utils.timestamp import Timestamp
+
+    from fraud_detection.records import epoch_micros
+    from fraud_detection.store.tables import benford_row
+    from fraud_detection.transforms.benford import BenfordReports, benford_test
+
+    settings, store = stored
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        failed = (p | beam.Create([s.transaction for s in small_world.scored])
+                  | beam.Map(lambda t: TimestampedValue(
+                      t, Timestamp(micros=epoch_micros(t.event_time))))
+                  | BenfordReports(window_days=30)
+                  | beam.WindowInto(beam.window.GlobalWindows())
+                  | WriteToCassandra(settings, lambda report: [benford_row(report)]))
+        assert_that(failed, equal_to([]))
+    bank = small_world.banks[0].bank_id
+    reports = queries.benford_reports(store, "bank", bank)
+    assert reports and [r.window_start for r in reports] == sorted(
+        (r.window_start for r in reports), reverse=True)
+    in_window = [s.transaction.amount_cents for s in small_world.scored
+                 if s.transaction.bank_id == bank
+                 and reports[0].window_start <= s.transaction.event_time.date()
+                 < reports[0].window_end and s.transaction.amount_cents >= 10]
+    expected = benford_test(in_window)
+    assert reports[0].n == expected.n
+    assert reports[0].first_mad == pytest.approx(expected.mad)

@@ -58,3 +58,36 @@ def test_reports_per_bank_and_account_per_window():
                    | beam.Map(lambda t: TimestampedValue(t, t.event_time.timestamp()))
                    | BenfordReports(window_days=30))
         assert_that(reports, check)
+
+
+def test_an_account_that_broke_benford_last_window_carries_the_verdict():
+    from fraud_detection.transforms.benford import MIN_SAMPLE, window_index
+    from fraud_detection.transforms.features import BENFORD_WINDOW_DAYS, AccountHistory
+
+    rng = np.random.default_rng(3)
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    window_end = dt.datetime.fromtimestamp(
+        (window_index(start.timestamp(), BENFORD_WINDOW_DAYS) + 1) * BENFORD_WINDOW_DAYS * 86_400,
+        dt.UTC)
+
+    def history_with(amounts) -> AccountHistory:
+        history = AccountHistory()
+        for i, amount in enumerate(amounts):
+            moment = start + dt.timedelta(minutes=i)
+            assert moment < window_end
+            history.observe(Transaction(f"t{i}", moment, "b", "u", "a", "m", "merchant",
+                                        "PAYMENT", int(amount), "EUR"))
+        return history
+
+    def next_window_flag(history: AccountHistory) -> bool:
+        later = Transaction("next", window_end + dt.timedelta(days=1), "b", "u", "a", "m",
+                            "merchant", "PAYMENT", 1234, "EUR")
+        return history.features(later).benford_nonconforming
+
+    conforming = np.rint(10 ** rng.uniform(2, 6, MIN_SAMPLE + 50))
+    invented = rng.integers(900_000, 999_999, MIN_SAMPLE + 50)  # every amount starts with 9
+    assert not next_window_flag(history_with(conforming))
+    assert next_window_flag(history_with(invented))
+    assert not next_window_flag(history_with(invented[:MIN_SAMPLE - 1]))  # too few to judge
+    # The same amounts through BenfordReports give the same verdict for that window.
+    assert benford_test(invented).level == "nonconformity"
