@@ -87,8 +87,9 @@ class CounterpartyHistory:
 
 
 class CounterpartyRiskFn(EventTimeOrderedFn):
-    def __init__(self, delay_days: int = DELAY_DAYS, window_days: int = WINDOW_DAYS) -> None:
-        super().__init__()
+    def __init__(self, delay_days: int = DELAY_DAYS, window_days: int = WINDOW_DAYS,
+                 bounded: bool = False) -> None:
+        super().__init__(bounded)
         self.delay_days = delay_days
         self.window_days = window_days
 
@@ -139,10 +140,11 @@ class AddCounterpartyRisk(beam.PTransform):
         if self.labels is not None:
             labels = self.labels | "KeyLabels" >> beam.Map(lambda e: (e.counterparty_id, e))
             keyed = (keyed, labels) | "WithLabels" >> beam.Flatten()
-        # FnApiRunner loses a stateful stage's timer output when it feeds another
-        # stateful stage directly (Prism does not); a Reshuffle between them avoids it.
-        scored = (keyed
-                  | "BetweenStatefulStages" >> beam.Reshuffle()
-                  | "InEventTimeOrder" >> beam.ParDo(
-            CounterpartyRiskFn(self.delay_days, self.window_days)))
+        bounded = featured.is_bounded
+        if bounded:
+            # FnApiRunner loses a stateful stage's timer output when it feeds another
+            # stateful stage directly; a Reshuffle between them avoids it in batch.
+            keyed = keyed | "BetweenStatefulStages" >> beam.Reshuffle()
+        scored = keyed | "InEventTimeOrder" >> beam.ParDo(
+            CounterpartyRiskFn(self.delay_days, self.window_days, bounded))
         return (scored, risky[0]) | "All" >> beam.Flatten()

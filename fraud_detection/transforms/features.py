@@ -216,4 +216,4 @@ class ComputeAccountFeatures(beam.PTransform):
     def expand(self, transactions):
         return (transactions
                 | "KeyByAccount" >> beam.Map(lambda t: (t.account_id, t))
-                | "InEventTimeOrder" >> beam.ParDo(AccountFeaturesFn()))
+                | "InEventTimeOrder" >> beam.ParDo(AccountFeaturesFn(transactions.is_bounded)))

@@ -117,38 +117,3 @@ def test_stateful_dofn_in_batch_matches_the_state_machine():
                | ComputeAccountFeatures()
                | beam.Map(lambda f: (f.transaction.transaction_id, f.features, f.late)))
         assert_that(out, equal_to([(k, v, False) for k, v in expected.items()]))
-
-
-def test_stateful_dofn_in_streaming_matches_batch_even_out_of_order():
-    import random
-
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-    from apache_beam.testing.test_stream import TestStream
-    from apache_beam.testing.util import assert_that, equal_to
-    from apache_beam.transforms.window import TimestampedValue
-
-    from fraud_detection.transforms.features import ComputeAccountFeatures
-
-    transactions = _sample_transactions(120)
-    expected = _expected(transactions)
-    ordered = sorted(transactions, key=event_order_key)
-    stream = TestStream()
-    rnd = random.Random(3)
-    # Arrive in chunks of event time, shuffled inside each chunk; the watermark trails.
-    for start in range(0, len(ordered), 20):
-        chunk = ordered[start:start + 20]
-        rnd.shuffle(chunk)
-        stream.add_elements([TimestampedValue(t, t.event_time.timestamp()) for t in chunk])
-        stream.advance_watermark_to(min(t.event_time for t in chunk).timestamp())
-    # BundleBasedDirectRunner drops timers re-set while the watermark is already at
-    # infinity, so pass the last event first, as a live source's watermark would.
-    stream.advance_watermark_to(ordered[-1].event_time.timestamp() + 1)
-    stream.advance_watermark_to_infinity()
-    options = PipelineOptions()
-    options.view_as(StandardOptions).streaming = True
-    with beam.Pipeline("BundleBasedDirectRunner", options=options) as p:
-        out = (p | stream
-               | ComputeAccountFeatures()
-               | beam.Map(lambda f: (f.transaction.transaction_id, f.features, f.late)))
-        assert_that(out, equal_to([(k, v, False) for k, v in expected.items()]))
