@@ -69,6 +69,20 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud_detection.beam_pipelines import batch
+    from fraud_detection.beam_pipelines.options import check_beam_args
+    from fraud_detection.transforms.rules import DEFAULT_RULES_FILE
+
+    argv = ["--input", str(args.input or settings.data_dir),
+            "--rules", str(args.rules or DEFAULT_RULES_FILE),
+            *(["--model_dir", str(args.model_dir)] if args.model_dir else []),
+            *check_beam_args(args.beam_args)]
+    summary = batch.run(argv, settings)
+    print(summary)
+    return 1 if summary.rows_failed else 0
+
+
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_detection.stack import Ports
     from fraud_detection.stack.cli import main as stack_main
@@ -273,6 +287,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
                      help="path prefix of the dead-letter files")
     val.add_argument("beam_args", nargs=argparse.REMAINDER,
                      help="Beam pipeline options after --, e.g. -- --runner=FnApiRunner")
+
+    bat = command("batch", cmd_batch,
+                  "score a Parquet dataset and write everything to Cassandra (idempotent)")
+    bat.add_argument("--input", help="Parquet glob or dataset folder (default: data_dir)")
+    bat.add_argument("--model-dir", type=Path, help="model folder from `train` (default: none, "
+                                                    "rules alone)")
+    bat.add_argument("--rules", type=Path, default=None, help="rules YAML (default: built in)")
+    bat.add_argument("beam_args", nargs=argparse.REMAINDER,
+                     help="Beam pipeline options after --, e.g. -- --runner=PrismRunner")
 
     stk = command("stack", cmd_stack,
                   "start, stop and inspect the local Kafka, Cassandra and Redis")
