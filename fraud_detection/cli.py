@@ -83,6 +83,40 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if summary.rows_failed else 0
 
 
+def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud_detection.beam_pipelines import backfill
+    from fraud_detection.beam_pipelines.options import check_beam_args
+
+    if args.date:
+        try:
+            first = last = (dt.date.today() - dt.timedelta(days=1) if args.date == "yesterday"
+                            else dt.date.fromisoformat(args.date))
+        except ValueError:
+            raise UsageError(f"--date: not a date (YYYY-MM-DD or yesterday): "
+                             f"{args.date!r}") from None
+    elif args.from_day and args.to_day:
+        first, last = args.from_day, args.to_day
+    else:
+        raise UsageError("give --date DAY|yesterday, or --from DAY and --to DAY")
+    if last < first:
+        raise UsageError(f"--to {last} is before --from {first}")
+    root = Path(args.input or settings.data_dir)
+    if not root.is_dir():
+        raise UsageError(f"no such dataset folder: {root}")
+    beam_args = [*(["--rules", str(args.rules)] if args.rules else []),
+                 *(["--model_dir", str(args.model_dir)] if args.model_dir else []),
+                 *check_beam_args(args.beam_args)]
+
+    def report(result) -> None:
+        print(f"{result.day} {'ok    ' if result.ok else 'FAILED'} {result.detail}", flush=True)
+
+    results = backfill.run(root, first, last, settings, beam_args, progress=report)
+    failed = [r for r in results if not r.ok]
+    print(f"{len(results) - len(failed)} of {len(results)} days done"
+          + (f"; failed: {', '.join(str(r.day) for r in failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_detection.stack import Ports
     from fraud_detection.stack.cli import main as stack_main
@@ -296,6 +330,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     bat.add_argument("--rules", type=Path, default=None, help="rules YAML (default: built in)")
     bat.add_argument("beam_args", nargs=argparse.REMAINDER,
                      help="Beam pipeline options after --, e.g. -- --runner=PrismRunner")
+
+    bfl = command("backfill", cmd_backfill,
+                  "re-score day partitions with the batch pipeline, one day at a time")
+    bfl.add_argument("--input", help="dataset folder (default: data_dir)")
+    bfl.add_argument("--date", help="one day: YYYY-MM-DD or 'yesterday'")
+    bfl.add_argument("--from", dest="from_day", type=_date, help="first day")
+    bfl.add_argument("--to", dest="to_day", type=_date, help="last day")
+    bfl.add_argument("--model-dir", type=Path, help="model folder from `train`")
+    bfl.add_argument("--rules", type=Path, help="rules YAML (default: built in)")
+    bfl.add_argument("beam_args", nargs=argparse.REMAINDER,
+                     help="Beam pipeline options after --")
 
     stk = command("stack", cmd_stack,
                   "start, stop and inspect the local Kafka, Cassandra and Redis")

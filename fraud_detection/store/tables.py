@@ -192,3 +192,17 @@ def benford_row(report: BenfordReport) -> RowWrite:
         Date(dt.date.fromisoformat(report.window_end)), first.n, first.mad, first.chi_square,
         first.level, list(first.observed), two.mad, two.chi_square, two.level,
         list(two.observed), report.level))
+
+
+def clear_flags_of_day(store, day: dt.date, bank_ids: Iterable[str],
+                       user_ids: Iterable[str]) -> None:
+    """Removes a day's rows from the flagged-only tables (before re-scoring it), with one
+    partition delete per bank and one range delete per user."""
+    start = dt.datetime.combine(day, dt.time(), dt.UTC)
+    end = start + dt.timedelta(days=1)
+    for bank_id in sorted(set(bank_ids)):
+        store.execute("DELETE FROM fraud_by_bank_day WHERE bank_id = ? AND day = ?",
+                      (bank_id, Date(day)))
+    for user_id in sorted(set(user_ids)):
+        store.execute("DELETE FROM anomalies_by_user WHERE user_id = ? AND event_time >= ? "
+                      "AND event_time < ?", (user_id, start, end))
