@@ -117,6 +117,31 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failed else 0
 
 
+def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud_detection import schedule
+
+    if args.action == "remove":
+        print("removed the nightly backfill" if schedule.remove()
+              else "no nightly backfill was scheduled")
+        return 0
+    try:
+        hour, minute = (int(part) for part in args.at.split(":"))
+    except ValueError:
+        raise UsageError(f"--at: expected HH:MM, got {args.at!r}") from None
+    dataset = Path(args.input or settings.data_dir)
+    if not dataset.is_dir():
+        raise UsageError(f"no such dataset folder: {dataset}")
+    log = Path(args.log).resolve()
+    line = schedule.cron_line(hour, minute, dataset, log)
+    if args.print:
+        print(line)
+        return 0
+    log.parent.mkdir(parents=True, exist_ok=True)
+    schedule.install(line)
+    print(f"nightly backfill at {hour:02d}:{minute:02d} installed in the crontab; log: {log}")
+    return 0
+
+
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_detection.stack import Ports
     from fraud_detection.stack.cli import main as stack_main
@@ -341,6 +366,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     bfl.add_argument("--rules", type=Path, help="rules YAML (default: built in)")
     bfl.add_argument("beam_args", nargs=argparse.REMAINDER,
                      help="Beam pipeline options after --")
+
+    sch_ = command("schedule", cmd_schedule,
+                   "install (or --print) the crontab entry for the nightly backfill")
+    sch_.add_argument("action", choices=("install", "remove"))
+    sch_.add_argument("--print", action="store_true", help="print the entry, change nothing")
+    sch_.add_argument("--at", default="02:00", help="time of day, HH:MM (default 02:00)")
+    sch_.add_argument("--input", help="dataset folder whose day partitions arrive nightly")
+    sch_.add_argument("--log", default="out/logs/backfill.log", help="where cron's runs log")
 
     stk = command("stack", cmd_stack,
                   "start, stop and inspect the local Kafka, Cassandra and Redis")
