@@ -18,7 +18,6 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing import test_stream
 from apache_beam.transforms import trigger
-from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from fraud_detection.datagen.world import WorldConfig, generate
@@ -26,6 +25,7 @@ from fraud_detection.io.parquet import read_transactions
 from fraud_detection.records import Transaction, epoch_micros
 from fraud_detection.stack.runners import prism_args
 from fraud_detection.transforms.detect import DetectFraud
+from fraud_detection.transforms.ordered import at_event_time
 from fraud_detection.transforms.rules import load_rules
 
 DAY_MICROS = 86_400 * 10**6
@@ -67,7 +67,7 @@ def compare(rows: int, tmp_path: Path) -> tuple[list[str], list[str]]:
         todays = by_day[day]
         shuffle.shuffle(todays)  # out of order within the day
         stream = stream.add_elements([
-            TimestampedValue(t, Timestamp(micros=epoch_micros(t.event_time))) for t in todays])
+            at_event_time(t) for t in todays])
         stream = stream.advance_watermark_to(Timestamp(micros=(day + 1) * DAY_MICROS))
     stream = stream.advance_watermark_to_infinity()
     options = PipelineOptions(prism_args())

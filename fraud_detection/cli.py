@@ -246,11 +246,11 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
-    from fraud_detection.records import validate_entity
+    from fraud_detection.records import ENTITY_FIELDS, validate_entity
     from fraud_detection.store.entities import add_entity
     from fraud_detection.store.keyspace import connect
 
-    fields = {k: v for k, v in vars(args).items() if k in _ENTITY_FLAGS[args.kind]}
+    fields = {k: v for k, v in vars(args).items() if k in ENTITY_FIELDS[args.kind]}
     for name in ("created_at", "opened_at"):
         if name in fields and fields[name] is None:
             fields[name] = dt.datetime.now(dt.UTC).isoformat()
@@ -280,14 +280,6 @@ def cmd_entities(args: argparse.Namespace, settings: Settings) -> int:
         store.close()
     print(report.summary())
     return 0
-
-
-_ENTITY_FLAGS: dict[str, tuple[str, ...]] = {
-    "bank": ("bank_id", "name", "country", "currency"),
-    "user": ("user_id", "bank_id", "name", "email", "country", "created_at"),
-    "account": ("account_id", "user_id", "bank_id", "account_type", "currency", "opened_at"),
-    "merchant": ("merchant_id", "name", "category", "country"),
-}
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
@@ -417,7 +409,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
 
     add = command("add", cmd_add, "add a bank, user, account or merchant (checked, no duplicates)")
     kinds = add.add_subparsers(dest="kind", required=True, parser_class=_Parser)
-    for kind, flags in _ENTITY_FLAGS.items():
+    from fraud_detection.records import ENTITY_FIELDS
+
+    for kind, flags in ENTITY_FIELDS.items():
         sub = kinds.add_parser(kind, help=f"add a {kind}")
         for flag in flags:
             optional = flag.endswith("_at")

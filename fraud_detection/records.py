@@ -296,7 +296,7 @@ def validate_transaction(
     return Transaction(**values), []
 
 
-_ENTITY_FIELDS: dict[str, tuple[str, ...]] = {
+ENTITY_FIELDS: dict[str, tuple[str, ...]] = {
     "bank": ("bank_id", "name", "country", "currency"),
     "user": ("user_id", "bank_id", "name", "email", "country", "created_at"),
     "account": ("account_id", "user_id", "bank_id", "account_type", "currency", "opened_at"),
@@ -314,7 +314,7 @@ def validate_entity(kind: str, raw: Any) -> tuple[Entity | None, list[str]]:
         return None, [f"kind: {kind!r} is not one of {', '.join(ENTITY_KINDS)}"]
     if not isinstance(raw, Mapping):
         return None, [f"{kind}: expected an object, got {_describe(raw)}"]
-    fields = _ENTITY_FIELDS[kind]
+    fields = ENTITY_FIELDS[kind]
     errors: list[str] = []
     unknown = sorted(str(k) for k in raw if k not in fields)
     if unknown:
@@ -386,3 +386,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 def epoch_micros(moment: dt.datetime) -> int:
     """Exact microseconds since the epoch (Beam timestamps, Cassandra write times)."""
     return (moment - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def from_epoch_micros(micros: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=micros)

@@ -11,15 +11,13 @@ from pathlib import Path
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.transforms.window import GlobalWindows, TimestampedValue
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.transforms.window import GlobalWindows
 
 from fraud_detection.beam_pipelines.options import InputOptions, counter_value, with_local_runner
 from fraud_detection.beam_pipelines.validate import input_pattern
 from fraud_detection.config import Settings
 from fraud_detection.io.cassandra import WriteToCassandra
 from fraud_detection.io.parquet import ENTITIES_DIR, entity_records
-from fraud_detection.records import epoch_micros
 from fraud_detection.store.tables import (
     benford_row,
     dead_letter_row,
@@ -28,6 +26,7 @@ from fraud_detection.store.tables import (
 )
 from fraud_detection.transforms.benford import BenfordReports
 from fraud_detection.transforms.detect import DetectFraud
+from fraud_detection.transforms.ordered import at_event_time
 from fraud_detection.transforms.parse import ValidateTransactions
 from fraud_detection.transforms.rules import DEFAULT_RULES_FILE, load_rules
 
@@ -85,8 +84,7 @@ def run(argv: list[str], settings: Settings) -> BatchSummary:
             | "Detect" >> DetectFraud(rules, settings.fraud_threshold, model_dir=model_dir)
             | "WriteTransactions" >> WriteToCassandra(settings, scored_transaction_rows),
             checked.valid
-            | "AtEventTime" >> beam.Map(
-                lambda t: TimestampedValue(t, Timestamp(micros=epoch_micros(t.event_time))))
+            | "AtEventTime" >> beam.Map(at_event_time)
             | "Benford" >> BenfordReports()
             | "Unwindowed" >> beam.WindowInto(GlobalWindows())
             | "WriteBenford" >> WriteToCassandra(settings, lambda r: [benford_row(r)]),

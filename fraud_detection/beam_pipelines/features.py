@@ -3,7 +3,6 @@ model vector and the rules' score, for `train` and `evaluate`."""
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +93,3 @@ def read_feature_table(prefix: str) -> pa.Table:
         raise UsageError(f"no feature files at {prefix}*.parquet")
     table = pa.concat_tables(pq.read_table(f, schema=FEATURE_TABLE_SCHEMA) for f in files)
     return table.sort_by([("event_time", "ascending"), ("transaction_id", "ascending")])
-
-
-def day_of(table: pa.Table) -> list[dt.date]:
-    return [t.date() for t in table["event_time"].to_pylist()]

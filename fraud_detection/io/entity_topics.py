@@ -19,7 +19,7 @@ from typing import Any
 
 from fraud_detection.config import Settings
 from fraud_detection.records import DeadLetter, raw_text, validate_entity
-from fraud_detection.store.entities import EntityRejected, add_entity
+from fraud_detection.store.entities import EntityRejected, UnknownReference, add_entity
 from fraud_detection.store.keyspace import Store
 from fraud_detection.store.tables import STATEMENTS, dead_letter_row
 
@@ -47,10 +47,6 @@ class _Waiting:
     message: Any
     kind: str
     first_seen: float
-
-
-def _is_missing_reference(error: EntityRejected) -> bool:
-    return "unknown bank" in str(error) or "unknown user" in str(error)
 
 
 def consume_entity_topics(settings: Settings, store: Store, *, idle_seconds: float | None = None,
@@ -92,7 +88,7 @@ def consume_entity_topics(settings: Settings, store: Store, *, idle_seconds: flo
         try:
             add_entity(store, entity)
         except EntityRejected as exc:
-            if _is_missing_reference(exc) and \
+            if isinstance(exc, UnknownReference) and \
                     time.monotonic() - item.first_seen < reference_wait:
                 return False
             dead_letter(item.message, [str(exc)])

@@ -88,6 +88,18 @@ def _pom(name: str, artifacts: tuple[str, ...]) -> str:
 """
 
 
+def run_maven(args: list[str], log: Path) -> int:
+    """`mvn -B -q ARGS` on Java 17 (installing Maven if missing), output to log."""
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        _apt_install("maven")
+        mvn = shutil.which("mvn") or "mvn"
+    env = {**os.environ, "JAVA_HOME": str(java17().parent.parent)}
+    with log.open("w") as out:
+        return subprocess.run([mvn, "-B", "-q", *args], stdout=out, stderr=subprocess.STDOUT,
+                              env=env).returncode
+
+
 def maven_lib(folder: Path, artifacts: tuple[str, ...]) -> Path:
     """folder/lib holding the runtime classpath of artifacts; Maven runs only when the
     artifact list changed or an earlier copy did not finish."""
@@ -98,21 +110,13 @@ def maven_lib(folder: Path, artifacts: tuple[str, ...]) -> Path:
     with file_lock(folder / ".lock"):
         if done.is_file() and done.read_text() == wanted:
             return lib
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            _apt_install("maven")
-            mvn = shutil.which("mvn") or "mvn"
         done.unlink(missing_ok=True)
         shutil.rmtree(lib, ignore_errors=True)
         pom, log = folder / "pom.xml", folder / "mvn.log"
         pom.write_text(_pom(folder.name, artifacts))
-        env = {**os.environ, "JAVA_HOME": str(java17().parent.parent)}
-        with log.open("w") as out:
-            result = subprocess.run(
-                [mvn, "-B", "-q", "-f", str(pom), f"{DEPENDENCY_PLUGIN}:copy-dependencies",
-                 "-DincludeScope=runtime", f"-DoutputDirectory={lib}"],
-                stdout=out, stderr=subprocess.STDOUT, env=env)
-        if result.returncode != 0 or not any(lib.glob("*.jar")):
+        returncode = run_maven(["-f", str(pom), f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+                                "-DincludeScope=runtime", f"-DoutputDirectory={lib}"], log)
+        if returncode != 0 or not any(lib.glob("*.jar")):
             raise StackError(f"fetching {', '.join(artifacts)} with Maven failed; see {log}")
         done.write_text(wanted)
     return lib

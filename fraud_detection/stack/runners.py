@@ -11,7 +11,13 @@ from pathlib import Path
 from apache_beam.version import __version__ as BEAM_VERSION
 
 from fraud_detection.stack.errors import StackError
-from fraud_detection.stack.fetch import DEPENDENCY_PLUGIN, _apt_install, file_lock, java17
+from fraud_detection.stack.fetch import (
+    DEPENDENCY_PLUGIN,
+    _apt_install,
+    file_lock,
+    java17,
+    run_maven,
+)
 
 PRISM_MODULE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
 # Beam 2.77 supports Flink 1.19 to 2.2; 1.20 is the newest 1.x (Java 17, LOOPBACK works).
@@ -28,8 +34,8 @@ def _bin_dir() -> Path:
 
 
 def _go() -> str:
-    found = shutil.which("go") or next(
-        (str(p) for p in (Path("/usr/local/go/bin/go"),) if p.exists()), None)
+    # The official Go tarball installs outside PATH.
+    found = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
     if found is None:
         _apt_install("golang-go")
         found = shutil.which("go")
@@ -70,18 +76,10 @@ def flink_job_server_jar(flink: str = FLINK_VERSION) -> Path:
     with file_lock(BEAM_JAR_CACHE / ".flink.lock"):
         if jar.is_file():
             return jar
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            _apt_install("maven")
-            mvn = shutil.which("mvn") or "mvn"
         log = BEAM_JAR_CACHE / f"{artifact}.mvn.log"
-        env = {**os.environ, "JAVA_HOME": str(java17().parent.parent)}
-        with log.open("w") as out:
-            subprocess.run(
-                [mvn, "-B", "-q", f"{DEPENDENCY_PLUGIN}:copy",
-                 f"-Dartifact=org.apache.beam:{artifact}:{BEAM_VERSION}",
-                 f"-DoutputDirectory={BEAM_JAR_CACHE}"],
-                stdout=out, stderr=subprocess.STDOUT, env=env)
+        run_maven([f"{DEPENDENCY_PLUGIN}:copy",
+                   f"-Dartifact=org.apache.beam:{artifact}:{BEAM_VERSION}",
+                   f"-DoutputDirectory={BEAM_JAR_CACHE}"], log)
         if not jar.is_file():
             raise StackError(f"org.apache.beam:{artifact}:{BEAM_VERSION} could not be fetched "
                              f"from Maven; see {log}")

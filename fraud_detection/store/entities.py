@@ -16,13 +16,17 @@ class EntityRejected(UsageError):
     pass
 
 
+class UnknownReference(EntityRejected):
+    """The bank or user the entity names is not there (yet)."""
+
+
 def check_references(store: Store, entity: Entity) -> None:
     if isinstance(entity, User | Account) and queries.bank(store, entity.bank_id) is None:
-        raise EntityRejected(f"bank_id: unknown bank {entity.bank_id!r}")
+        raise UnknownReference(f"bank_id: unknown bank {entity.bank_id!r}")
     if isinstance(entity, Account):
         owner = queries.user(store, entity.user_id)
         if owner is None:
-            raise EntityRejected(f"user_id: unknown user {entity.user_id!r}")
+            raise UnknownReference(f"user_id: unknown user {entity.user_id!r}")
         if owner.bank_id != entity.bank_id:
             raise EntityRejected(f"bank_id: user {entity.user_id!r} belongs to bank "
                                  f"{owner.bank_id!r}, not {entity.bank_id!r}")
@@ -51,19 +55,3 @@ def _stored(store: Store, entity: Entity) -> Entity | None:
     find = {Bank: queries.bank, User: queries.user, Account: queries.account,
             Merchant: queries.merchant}[type(entity)]
     return find(store, getattr(entity, _PRIMARY[type(entity)][1]))
-
-
-def upsert_entities(store: Store, entities: list[Entity]) -> int:
-    """Bulk load of known-good entities (a generated world): plain upserts, no checks."""
-    from cassandra.concurrent import execute_concurrent_with_args
-
-    by_table: dict[str, list[tuple]] = {}
-    for entity in entities:
-        for name, values in entity_rows(entity):
-            by_table.setdefault(name, []).append(values)
-    written = 0
-    for name, rows in by_table.items():
-        results = execute_concurrent_with_args(store.session, store.prepare(STATEMENTS[name]), rows,
-                                               concurrency=64, raise_on_first_error=True)
-        written += len(results)
-    return written

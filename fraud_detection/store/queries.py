@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from cassandra.util import Date
+
 from fraud_detection.records import (
     EARLIEST_EVENT_TIME,
     Account,
@@ -25,6 +27,8 @@ from fraud_detection.records import (
     ScoredTransaction,
     Transaction,
     User,
+    epoch_micros,
+    from_epoch_micros,
 )
 from fraud_detection.store.keyspace import Store
 from fraud_detection.store.tables import (
@@ -33,14 +37,12 @@ from fraud_detection.store.tables import (
     ENTITY_COLUMNS,
     TRANSACTION_TABLES,
     TX_FACTS,
-    day_of,
 )
 
 T = TypeVar("T")
 UTC = dt.UTC
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 5000
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class PagingError(ValueError):
@@ -83,8 +85,7 @@ _TX_SELECT = ", ".join(("transaction_id", "event_time", "event_time_us", "bank_i
 
 
 def _scored(row) -> ScoredTransaction:
-    event_time = _EPOCH + dt.timedelta(
-        microseconds=row.event_time_us)
+    event_time = from_epoch_micros(row.event_time_us)
     tx = Transaction(
         transaction_id=row.transaction_id, event_time=event_time, bank_id=row.bank_id,
         user_id=row.user_id, account_id=row.account_id, counterparty_id=row.counterparty_id,
@@ -132,7 +133,7 @@ def _page_size(size: int) -> int:
 
 
 def _ms(moment: dt.datetime) -> int:
-    return (_utc(moment) - _EPOCH) // dt.timedelta(milliseconds=1)
+    return epoch_micros(_utc(moment)) // 1000
 
 
 def _newest_first(store: Store, table: str, query: str, groups: Sequence[Sequence[tuple]],
@@ -234,7 +235,7 @@ def balance(store: Store, account_id: str) -> AccountBalance | None:
                         "FROM account_balances WHERE account_id = ?", (account_id,)).one()
     if row is None:
         return None
-    as_of = _EPOCH + dt.timedelta(microseconds=row.as_of_us)
+    as_of = from_epoch_micros(row.as_of_us)
     return AccountBalance(row.account_id, row.balance_cents, row.currency, as_of,
                           row.transaction_id)
 
@@ -302,7 +303,7 @@ def users_of_bank(store: Store, bank_id: str, page_size: int = DEFAULT_PAGE_SIZE
 def bank_transactions_on(store: Store, bank_id: str, day: dt.date,
                          page_size: int = DEFAULT_PAGE_SIZE,
                          token: str | None = None) -> Page[ScoredTransaction]:
-    date = day_of(dt.datetime.combine(day, dt.time(), UTC))
+    date = Date(day)
     shards = [(bank_id, date, shard) for shard in range(BANK_DAY_SHARDS)]
     return _newest_first(store, "transactions_by_bank_day", f"bank:{bank_id}:{day}",
                          [shards], page_size, token)
@@ -310,7 +311,7 @@ def bank_transactions_on(store: Store, bank_id: str, day: dt.date,
 
 def bank_frauds_on(store: Store, bank_id: str, day: dt.date, page_size: int = DEFAULT_PAGE_SIZE,
                    token: str | None = None) -> Page[ScoredTransaction]:
-    date = day_of(dt.datetime.combine(day, dt.time(), UTC))
+    date = Date(day)
     return _newest_first(store, "fraud_by_bank_day", f"fraud:{bank_id}:{day}",
                          [[(bank_id, date)]], page_size, token)
 
@@ -320,7 +321,7 @@ def bank_frauds_on(store: Store, bank_id: str, day: dt.date, page_size: int = DE
 def all_transactions_on(store: Store, day: dt.date, page_size: int = DEFAULT_PAGE_SIZE,
                         token: str | None = None) -> Page[ScoredTransaction]:
     """Every bank's transactions of a day, merged newest first."""
-    date = day_of(dt.datetime.combine(day, dt.time(), UTC))
+    date = Date(day)
     partitions = [(b.bank_id, date, shard) for b in banks(store)
                   for shard in range(BANK_DAY_SHARDS)]
     return _newest_first(store, "transactions_by_bank_day", f"all:{day}", [partitions],
@@ -332,7 +333,7 @@ def dead_letters_on(store: Store, source: str, day: dt.date, page_size: int = DE
     size = _page_size(page_size)
     query = f"dead:{source}:{day}"
     cursor = _decode(token, query)
-    date = day_of(dt.datetime.combine(day, dt.time(), UTC))
+    date = Date(day)
     columns = "received_at, id, errors, raw"
     if cursor:
         moment = dt.datetime.fromtimestamp(cursor["t"] / 1000, tz=UTC)

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Timestamp
 
-from fraud_detection.records import epoch_micros
 from fraud_detection.transforms.counterparty import DELAY_DAYS, WINDOW_DAYS, AddCounterpartyRisk
 from fraud_detection.transforms.features import ComputeAccountFeatures
+from fraud_detection.transforms.ordered import at_event_time
 from fraud_detection.transforms.rules import Rule, RulesCache, RulesSource, StaticRules
 from fraud_detection.transforms.score import decide
 
@@ -60,8 +58,7 @@ class FeatureTransactions(beam.PTransform):
 
     def expand(self, transactions):
         return (transactions
-                | "AtEventTime" >> beam.Map(
-                    lambda t: TimestampedValue(t, Timestamp(micros=epoch_micros(t.event_time))))
+                | "AtEventTime" >> beam.Map(at_event_time)
                 | "Features" >> ComputeAccountFeatures()
                 | "CounterpartyRisk" >> AddCounterpartyRisk(
                     self.labels, self.delay_days, self.window_days))

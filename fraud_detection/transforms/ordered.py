@@ -22,6 +22,11 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, 
 from fraud_detection.records import epoch_micros
 
 
+def at_event_time(element: Any) -> TimestampedValue:
+    """The record stamped with its own event time (records with an `event_time`)."""
+    return TimestampedValue(element, Timestamp(micros=epoch_micros(element.event_time)))
+
+
 def _at(moment: dt.datetime) -> Timestamp:
     # Timers carry milliseconds: compare at that precision, or an event with
     # microseconds would never be "due" and its timer would re-fire forever.

@@ -221,18 +221,14 @@ def test_schema_applies_once_and_rules_live_in_their_table(stored) -> None:
 
 
 def test_benford_reports_are_stored_and_read_newest_first(small_world: World, stored) -> None:
-    from apache_beam.transforms.window import TimestampedValue
-    from apache_beam.utils.timestamp import Timestamp
-
-    from fraud_detection.records import epoch_micros
     from fraud_detection.store.tables import benford_row
     from fraud_detection.transforms.benford import BenfordReports, benford_test
+    from fraud_detection.transforms.ordered import at_event_time
 
     settings, store = stored
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
         failed = (p | beam.Create([s.transaction for s in small_world.scored])
-                  | beam.Map(lambda t: TimestampedValue(
-                      t, Timestamp(micros=epoch_micros(t.event_time))))
+                  | beam.Map(at_event_time)
                   | BenfordReports(window_days=30)
                   | beam.WindowInto(beam.window.GlobalWindows())
                   | WriteToCassandra(settings, lambda report: [benford_row(report)]))
