@@ -25,7 +25,8 @@ from fraud_detection.store.tables import (
     scored_transaction_rows,
 )
 from fraud_detection.transforms.benford import BenfordReports
-from fraud_detection.transforms.detect import DetectFraud
+from fraud_detection.transforms.columnar import scored_records, table_of
+from fraud_detection.transforms.detect import DetectFraudTables
 from fraud_detection.transforms.ordered import at_event_time
 from fraud_detection.transforms.parse import ValidateTransactions
 from fraud_detection.transforms.rules import DEFAULT_RULES_FILE, load_rules
@@ -81,7 +82,11 @@ def run(argv: list[str], settings: Settings) -> BatchSummary:
                    | "Validate" >> ValidateTransactions(source=f"parquet:{pattern}"))
         failed = [
             checked.valid
-            | "Detect" >> DetectFraud(rules, settings.fraud_threshold, model_dir=model_dir)
+            | "Batches" >> beam.BatchElements(min_batch_size=1_000, max_batch_size=20_000)
+            | "Tables" >> beam.Map(table_of)
+            | "Detect" >> DetectFraudTables(rules, settings.fraud_threshold,
+                                            model_dir=model_dir)
+            | "Records" >> beam.FlatMap(scored_records)
             | "WriteTransactions" >> WriteToCassandra(settings, scored_transaction_rows),
             checked.valid
             | "AtEventTime" >> beam.Map(at_event_time)

@@ -241,57 +241,91 @@ def counterparty_risk(table: pa.Table, days: pa.Table, delay_days: int = DELAY_D
     return np.array([round(v, 6) for v in share.tolist()])
 
 
-def _column_values(table: pa.Table, features: Mapping[str, np.ndarray],
-                   name: str) -> np.ndarray | None:
+def _column(table: pa.Table, features: Mapping[str, np.ndarray],
+            name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(values, present) of a field a rule names; strings and other types as objects."""
     if name in features:
-        return features[name]
-    if name in table.column_names:
-        return np.array(table[name].to_pylist(), dtype=object)
-    return None
+        values = features[name]
+        return values, np.ones(len(values), dtype=bool)
+    if name not in table.column_names:
+        return None
+    column = table[name].combine_chunks()
+    present = column.is_valid().to_numpy(zero_copy_only=False)
+    kind = column.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        return column.fill_null(False if pa.types.is_boolean(kind) else 0) \
+            .to_numpy(zero_copy_only=False), present
+    if pa.types.is_string(kind):
+        return column.to_numpy(zero_copy_only=False), present
+    return np.array(column.to_pylist(), dtype=object), present
+
+
+def _is_plain(value: Any) -> bool:
+    return isinstance(value, int | float | bool | str)
+
+
+def _leaf_mask(op_name: str, values: np.ndarray, present: np.ndarray, value: Any) -> np.ndarray:
+    """rules._OPS[op_name](v, value) for every present v; False where Python would raise."""
+    op = _OPS[op_name]
+    numeric = values.dtype != object
+    try:
+        if op_name in ("==", "!=") and _is_plain(value) and (numeric or isinstance(value, str)):
+            if numeric == isinstance(value, str):
+                hit = np.full(len(values), op_name == "!=")
+            else:
+                hit = op(values, value)
+            return present & np.asarray(hit, dtype=bool)
+        if numeric and op_name in ("<", "<=", ">", ">=") and _is_plain(value) \
+                and not isinstance(value, str):
+            return present & op(values, value)
+        if numeric and op_name == "between" and all(
+                _is_plain(v) and not isinstance(v, str) for v in value):
+            return present & (value[0] <= values) & (values <= value[1])
+        if op_name == "in" and isinstance(value, list | tuple | set) and all(
+                _is_plain(v) for v in value):
+            return present & np.isin(values, list(value))
+    except TypeError:
+        pass
+    return np.array([ok and _leaf_hit(op, v, value)
+                     for v, ok in zip(values.tolist(), present.tolist(), strict=True)],
+                    dtype=bool)
 
 
 class _Leaves:
-    """The leaves of a rule set's conditions, numbered, so a row can say which decided."""
+    """The leaves of a rule's condition, numbered, so a row can say which one decided."""
 
     NOT = -2
 
     def __init__(self) -> None:
         self.fields: list[str] = []
-        self.columns: list[np.ndarray | None] = []
+        self.values: list[np.ndarray] = []
 
 
 def _check(condition: Mapping[str, Any], table: pa.Table, features, leaves: _Leaves,
            n: int) -> np.ndarray:
     """rules._check over whole columns: the leaf that decided each true row, -1 if false."""
-    none = np.full(n, -1, dtype=np.int64)
     if "all" in condition:
         parts = [_check(c, table, features, leaves, n) for c in condition["all"]]
         decided = parts[-1].copy()
         for part in parts:
-            decided[part < 0] = -1
+            decided[part == -1] = -1
         return decided
     if "any" in condition:
-        decided = none
+        decided = np.full(n, -1, dtype=np.int64)
         for c in condition["any"]:
             part = _check(c, table, features, leaves, n)
             decided = np.where(decided == -1, part, decided)
         return decided
     if "not" in condition:
         inner = _check(condition["not"], table, features, leaves, n)
-        return np.where(inner < 0, _Leaves.NOT, -1)
-    column = _column_values(table, features, condition["field"])
-    leaves.fields.append(condition["field"])
-    leaves.columns.append(column)
+        return np.where(inner == -1, _Leaves.NOT, -1)
+    column = _column(table, features, condition["field"])
     if column is None:
-        return none
-    leaf = len(leaves.fields) - 1
-    op, value = _OPS[condition["op"]], condition["value"]
-    if column.dtype != object and condition["op"] in ("<", "<=", ">", ">=", "==", "!=") \
-            and isinstance(value, int | float | bool):
-        hit = op(column, value)
-    else:
-        hit = np.array([_leaf_hit(op, v, value) for v in column.tolist()], dtype=bool)
-    return np.where(hit, leaf, -1)
+        return np.full(n, -1, dtype=np.int64)
+    leaves.fields.append(condition["field"])
+    leaves.values.append(column[0])
+    hit = _leaf_mask(condition["op"], column[0], column[1], condition["value"])
+    return np.where(hit, len(leaves.fields) - 1, -1)
 
 
 def _leaf_hit(op, actual: Any, value: Any) -> bool:
@@ -304,24 +338,24 @@ def _leaf_hit(op, actual: Any, value: Any) -> bool:
 
 
 def rule_hits(rules: Sequence[Rule], table: pa.Table,
-              features: Mapping[str, np.ndarray]) -> list[list[RuleHit]]:
-    """Each row's hits, in rule order, with the field and value that fired them."""
-    n = table.num_rows
-    hits: list[list[RuleHit]] = [[] for _ in range(n)]
+              features: Mapping[str, np.ndarray]) -> dict[int, list[RuleHit]]:
+    """The hits of each row that has any, in rule order, with the field and value that
+    fired them."""
+    hits: dict[int, list[RuleHit]] = {}
     for rule in rules:
         if rule.paused:
             continue
         leaves = _Leaves()
-        decided = _check(rule.when, table, features, leaves, n)
+        decided = _check(rule.when, table, features, leaves, table.num_rows)
         for row in np.flatnonzero(decided != -1).tolist():
             leaf = int(decided[row])
             if leaf == _Leaves.NOT:
                 field, value = "not", None
             else:
-                field, value = leaves.fields[leaf], leaves.columns[leaf][row]
+                field, value = leaves.fields[leaf], leaves.values[leaf][row]
                 value = value.item() if isinstance(value, np.generic) else value
-            hits[row].append(RuleHit(rule.rule_id, rule.description, field, value,
-                                     rule.weight))
+            hits.setdefault(row, []).append(
+                RuleHit(rule.rule_id, rule.description, field, value, rule.weight))
     return hits
 
 
@@ -354,7 +388,7 @@ def score_table(table: pa.Table, rules: Sequence[Rule], threshold: float,
         probabilities = model.predict_proba(model_matrix(table, features))[:, 1].tolist()
     scores, reasons = [], []
     for row in range(n):
-        row_hits = hits[row]
+        row_hits = hits.get(row, ())
         remaining = 1.0
         texts = []
         for hit in row_hits:
