@@ -55,6 +55,25 @@ SCORED_SCHEMA = pa.schema([*TRANSACTION_SCHEMA, *SCORE_FIELDS])
 _POWERS_OF_TEN = 10 ** np.arange(19, dtype=np.int64)
 
 
+def round6(values: np.ndarray) -> np.ndarray:
+    """Python's round(v, 6) for every value, exactly, without a Python call per value.
+
+    rint(v * 1e6) / 1e6 is the same float as round(v, 6) whenever v * 1e6 is not within
+    its own rounding error of a half; those few, and values too large to have a sixth
+    decimal, go through round itself.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = values * 1e6
+        out = np.rint(scaled) / 1e6
+        fraction = np.abs(scaled - np.trunc(scaled))
+        doubtful = (np.abs(fraction - 0.5) <= 4 * np.spacing(np.abs(scaled))) \
+            | ~(np.abs(scaled) < 2.0**52)
+    for i in np.flatnonzero(doubtful).tolist():
+        out[i] = round(float(values[i]), 6)
+    return out
+
+
 def table_of(transactions: Sequence[Transaction]) -> pa.Table:
     return transactions_table({name: [getattr(t, name) for t in transactions]
                                for name in TRANSACTION_SCHEMA.names})
@@ -106,10 +125,7 @@ def _robust_zscores(amount: np.ndarray, position: np.ndarray) -> tuple[np.ndarra
             z[rows] = (values[rows] - median) / scale
             ratio[rows] = np.where(median != 0, values[rows] / median,
                                    (amount[rows] > 0) * 1e6)
-    # Python's round, as the per-element path: numpy rounds differently in the last digit.
-    z = np.array([round(v, 6) if math.isfinite(v) else 0.0 for v in z.tolist()])
-    ratio = np.array([round(v, 6) for v in ratio.tolist()])
-    return z, ratio
+    return round6(np.where(np.isfinite(z), z, 0.0)), round6(ratio)
 
 
 def _new_counterparty(account: np.ndarray, counterparty: np.ndarray,
@@ -238,7 +254,7 @@ def counterparty_risk(table: pa.Table, days: pa.Table, delay_days: int = DELAY_D
     n, f = count[hi] - count[lo], frauds[hi] - frauds[lo]
     risky = (codes >= 0) & ~np.isin(_strings(table, "counterparty_type"), list(NO_RISK_TYPES))
     share = np.where(risky & (n >= MIN_TRANSACTIONS), f / np.maximum(n, 1), 0.0)
-    return np.array([round(v, 6) for v in share.tolist()])
+    return round6(share)
 
 
 def _column(table: pa.Table, features: Mapping[str, np.ndarray],
@@ -278,6 +294,9 @@ def _leaf_mask(op_name: str, values: np.ndarray, present: np.ndarray, value: Any
         if numeric and op_name in ("<", "<=", ">", ">=") and _is_plain(value) \
                 and not isinstance(value, str):
             return present & op(values, value)
+        if numeric and op_name == "multiple_of" and isinstance(value, int | float) \
+                and not isinstance(value, bool) and value != 0:
+            return present & (np.remainder(values, value) == 0)
         if numeric and op_name == "between" and all(
                 _is_plain(v) and not isinstance(v, str) for v in value):
             return present & (value[0] <= values) & (values <= value[1])
@@ -347,13 +366,16 @@ def rule_hits(rules: Sequence[Rule], table: pa.Table,
             continue
         leaves = _Leaves()
         decided = _check(rule.when, table, features, leaves, table.num_rows)
-        for row in np.flatnonzero(decided != -1).tolist():
-            leaf = int(decided[row])
-            if leaf == _Leaves.NOT:
-                field, value = "not", None
-            else:
-                field, value = leaves.fields[leaf], leaves.values[leaf][row]
-                value = value.item() if isinstance(value, np.generic) else value
+        rows = np.flatnonzero(decided != -1)
+        deciders = decided[rows]
+        found: list[tuple[str, Any]] = [("not", None)] * len(rows)
+        for leaf in np.unique(deciders[deciders >= 0]).tolist():
+            at = np.flatnonzero(deciders == leaf)
+            field = leaves.fields[leaf]
+            for i, value in zip(at.tolist(), leaves.values[leaf][rows[at]].tolist(),
+                                strict=True):
+                found[i] = (field, value)
+        for row, (field, value) in zip(rows.tolist(), found, strict=True):
             hits.setdefault(row, []).append(
                 RuleHit(rule.rule_id, rule.description, field, value, rule.weight))
     return hits
@@ -382,28 +404,32 @@ def score_table(table: pa.Table, rules: Sequence[Rule], threshold: float,
     features["counterparty_risk"] = counterparty_risk(table, counterparty, delay_days,
                                                       window_days)
     n = table.num_rows
-    hits = rule_hits(rules, table, features)
-    probabilities = None
-    if model is not None and n:
-        probabilities = model.predict_proba(model_matrix(table, features))[:, 1].tolist()
-    scores, reasons = [], []
-    for row in range(n):
-        row_hits = hits.get(row, ())
-        remaining = 1.0
-        texts = []
+    remaining = np.ones(n)
+    texts: dict[int, list[str]] = {}
+    for row, row_hits in sorted(rule_hits(rules, table, features).items()):
+        # The same multiplications in the same order as transforms.score.combine.
+        left = 1.0
         for hit in row_hits:
-            remaining *= 1.0 - hit.weight
-            texts.append(describe(hit))
-        if probabilities is not None:
-            p = float(probabilities[row])
-            remaining *= 1.0 - p
-            texts.append(f"model {model_version or 'score'}: {p:.2f}")
-        scores.append(round(1.0 - remaining, 6))
-        reasons.append(texts)
-    score = np.array(scores, dtype=np.float64)
+            left *= 1.0 - hit.weight
+        remaining[row] = left
+        texts[row] = [describe(hit) for hit in row_hits]
+    if model is not None and n:
+        probabilities = model.predict_proba(model_matrix(table, features))[:, 1]
+        remaining *= 1.0 - probabilities
+        model_name = model_version or "score"
+        for row, p in enumerate(probabilities.tolist()):
+            texts.setdefault(row, []).append(f"model {model_name}: {p:.2f}")
+    score = round6(1.0 - remaining)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    flat: list[str] = []
+    for row in sorted(texts):
+        offsets[row + 1] = len(texts[row])
+        flat.extend(texts[row])
+    reasons = pa.ListArray.from_arrays(pa.array(np.cumsum(offsets, dtype=np.int32)),
+                                       pa.array(flat, type=pa.string()))
     return table.append_column("score", pa.array(score)) \
         .append_column("flagged", pa.array(score >= threshold)) \
-        .append_column("reasons", pa.array(reasons, type=pa.list_(pa.string()))) \
+        .append_column("reasons", reasons) \
         .append_column("late", pa.array(np.zeros(n, dtype=bool))) \
         .append_column("model_version", pa.array([model_version] * n, type=pa.string()))
 

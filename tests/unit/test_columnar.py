@@ -8,6 +8,8 @@ from pathlib import Path
 import apache_beam as beam
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fraud_detection import model
 from fraud_detection.io.parquet import read_transactions
@@ -123,3 +125,13 @@ def test_scored_records_round_trip_the_transaction(table) -> None:
     records = list(columnar.scored_records(scored))
     assert [dataclasses.asdict(r.transaction) for r in records] == ordered.to_pylist()
     assert all(0 <= r.score <= 1 and r.flagged == (r.score >= 0.5) for r in records)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(min_value=-1e3, max_value=1e3),
+    st.integers(-10**9, 10**9).map(lambda n: (n + 0.5) / 1e6),  # halves of the 6th decimal
+    st.integers(-10**12, 10**12).map(lambda n: n / 7)), min_size=1, max_size=50))
+def test_round6_is_pythons_round(values: list[float]) -> None:
+    assert columnar.round6(np.array(values)).tolist() == [round(v, 6) for v in values]
