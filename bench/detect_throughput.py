@@ -9,7 +9,7 @@ DetectFraudTables to scored tables: the features plus rules, decision and reason
 with and without a model. For context, the per-element DetectFraud that streaming
 runs, on the first --per-element-rows transactions.
 
-    python bench/detect_throughput.py [--rows 200000] [--per-element-rows 20000]
+    python bench/detect_throughput.py [--rows 1000000] [--per-element-rows 20000] [--shards 4]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from fraud_detection.datagen.world import WorldConfig, generate
 from fraud_detection.io.parquet import read_transactions, transaction_files
 from fraud_detection.records import LEGIT, Transaction
 from fraud_detection.transforms import columnar
-from fraud_detection.transforms.detect import DetectFraud, DetectFraudTables
+from fraud_detection.transforms.detect import DEFAULT_SHARDS, DetectFraud, DetectFraudTables
 from fraud_detection.transforms.rules import load_rules
 
 
@@ -42,11 +42,11 @@ def reference(files: list[Path]):
     return table, features
 
 
-def beam_tables(files: list[Path], model_dir: Path | None) -> None:
+def beam_tables(files: list[Path], model_dir: Path | None, shards: int) -> None:
     with beam.Pipeline("FnApiRunner") as p:
         _ = (p | beam.Create([str(f) for f in files])
              | beam.io.ReadAllFromParquetBatched()
-             | DetectFraudTables(load_rules(), 0.5, model_dir=model_dir)
+             | DetectFraudTables(load_rules(), 0.5, model_dir=model_dir, shards=shards)
              | beam.Map(lambda t: t.num_rows))
 
 
@@ -65,8 +65,9 @@ def timed(action, *args) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--per-element-rows", type=int, default=20_000)
+    parser.add_argument("--shards", type=int, default=DEFAULT_SHARDS)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         world = Path(tmp) / "world"
@@ -78,13 +79,13 @@ def main() -> None:
         model_dir = Path(tmp) / "model"
         model.save(model.train(columnar.model_matrix(table, features), labels.astype(int)),
                    model_dir, len(labels), int(labels.sum()))
-        seconds_rules, _ = timed(beam_tables, files, None)
-        seconds_model, _ = timed(beam_tables, files, model_dir)
+        seconds_rules, _ = timed(beam_tables, files, None, args.shards)
+        seconds_model, _ = timed(beam_tables, files, model_dir, args.shards)
         sample = [Transaction(**r) for r in
                   read_transactions(world).slice(0, args.per_element_rows).to_pylist()]
         seconds_element, _ = timed(beam_per_element, sample)
 
-    print(f"{rows} transactions, 30 days, 2 cores")
+    print(f"{rows} transactions, 30 days, {args.shards} shards of accounts, 2 cores")
     print(f"{'what':<58} {'rows':>8} {'seconds':>8} {'rows/s':>9} {'ratio':>6}")
     lines = [
         ("pyarrow/numpy per-account features (reference)", rows, seconds_reference),

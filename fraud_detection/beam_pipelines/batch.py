@@ -16,6 +16,7 @@ from apache_beam.transforms.window import GlobalWindows
 from fraud_detection.beam_pipelines.options import InputOptions, counter_value, with_local_runner
 from fraud_detection.beam_pipelines.validate import input_pattern
 from fraud_detection.config import Settings
+from fraud_detection.errors import UsageError
 from fraud_detection.io.cassandra import WriteToCassandra
 from fraud_detection.io.parquet import ENTITIES_DIR, entity_records
 from fraud_detection.store.tables import (
@@ -26,7 +27,7 @@ from fraud_detection.store.tables import (
 )
 from fraud_detection.transforms.benford import BenfordReports
 from fraud_detection.transforms.columnar import scored_records, table_of
-from fraud_detection.transforms.detect import DetectFraudTables
+from fraud_detection.transforms.detect import DEFAULT_SHARDS, DetectFraudTables
 from fraud_detection.transforms.ordered import at_event_time
 from fraud_detection.transforms.parse import ValidateTransactions
 from fraud_detection.transforms.rules import DEFAULT_RULES_FILE, load_rules
@@ -40,6 +41,8 @@ class BatchOptions(PipelineOptions):
         parser.add_argument("--model_dir", help="a model folder written by `train`; "
                                                 "without it detection runs on rules alone")
         parser.add_argument("--rules", default=str(DEFAULT_RULES_FILE), help="rules YAML")
+        parser.add_argument("--shards", type=int, default=DEFAULT_SHARDS,
+                            help="groups of accounts scored together; a few per worker")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ def run(argv: list[str], settings: Settings) -> BatchSummary:
     pattern = input_pattern(source)
     rules = load_rules(Path(opts.rules))
     model_dir = Path(opts.model_dir) if opts.model_dir else None
+    if opts.shards < 1:
+        raise UsageError(f"--shards must be at least 1, got {opts.shards}")
     root = _dataset_root(source)
     entities = [e for kind in ENTITY_KINDS for e in entity_records(root, kind)] if root else []
     # Dead letters of one run share a day, so re-running a day rewrites the same rows.
@@ -85,7 +90,7 @@ def run(argv: list[str], settings: Settings) -> BatchSummary:
             | "Batches" >> beam.BatchElements(min_batch_size=1_000, max_batch_size=20_000)
             | "Tables" >> beam.Map(table_of)
             | "Detect" >> DetectFraudTables(rules, settings.fraud_threshold,
-                                            model_dir=model_dir)
+                                            model_dir=model_dir, shards=opts.shards)
             | "Records" >> beam.FlatMap(scored_records)
             | "WriteTransactions" >> WriteToCassandra(settings, scored_transaction_rows),
             checked.valid

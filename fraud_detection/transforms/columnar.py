@@ -44,7 +44,7 @@ from fraud_detection.transforms.features import (
     WINDOWS_HOURS,
 )
 from fraud_detection.transforms.rules import _OPS, Rule, RuleHit
-from fraud_detection.transforms.score import describe
+from fraud_detection.transforms.score import hit_text
 
 HOUR_MICROS = 3_600_000_000
 DAY_MICROS = 24 * HOUR_MICROS
@@ -356,11 +356,9 @@ def _leaf_hit(op, actual: Any, value: Any) -> bool:
         return False
 
 
-def rule_hits(rules: Sequence[Rule], table: pa.Table,
-              features: Mapping[str, np.ndarray]) -> dict[int, list[RuleHit]]:
-    """The hits of each row that has any, in rule order, with the field and value that
-    fired them."""
-    hits: dict[int, list[RuleHit]] = {}
+def _firings(rules: Sequence[Rule], table: pa.Table, features: Mapping[str, np.ndarray]
+             ) -> Iterator[tuple[Rule, np.ndarray, list[tuple[str, Any]]]]:
+    """Per active rule: the rows it fires on, each with the field and value that fired it."""
     for rule in rules:
         if rule.paused:
             continue
@@ -375,6 +373,15 @@ def rule_hits(rules: Sequence[Rule], table: pa.Table,
             for i, value in zip(at.tolist(), leaves.values[leaf][rows[at]].tolist(),
                                 strict=True):
                 found[i] = (field, value)
+        yield rule, rows, found
+
+
+def rule_hits(rules: Sequence[Rule], table: pa.Table,
+              features: Mapping[str, np.ndarray]) -> dict[int, list[RuleHit]]:
+    """The hits of each row that has any, in rule order, with the field and value that
+    fired them."""
+    hits: dict[int, list[RuleHit]] = {}
+    for rule, rows, found in _firings(rules, table, features):
         for row, (field, value) in zip(rows.tolist(), found, strict=True):
             hits.setdefault(row, []).append(
                 RuleHit(rule.rule_id, rule.description, field, value, rule.weight))
@@ -404,29 +411,29 @@ def score_table(table: pa.Table, rules: Sequence[Rule], threshold: float,
     features["counterparty_risk"] = counterparty_risk(table, counterparty, delay_days,
                                                       window_days)
     n = table.num_rows
+    # Noisy-or as transforms.score.combine: each row's factors multiplied in rule order,
+    # then the model's, so the floats are the per-element path's to the last bit.
     remaining = np.ones(n)
-    texts: dict[int, list[str]] = {}
-    for row, row_hits in sorted(rule_hits(rules, table, features).items()):
-        # The same multiplications in the same order as transforms.score.combine.
-        left = 1.0
-        for hit in row_hits:
-            left *= 1.0 - hit.weight
-        remaining[row] = left
-        texts[row] = [describe(hit) for hit in row_hits]
+    reason_rows: list[np.ndarray] = []
+    reason_texts: list[str] = []
+    for rule, rows, found in _firings(rules, table, features):
+        remaining[rows] *= 1.0 - rule.weight
+        reason_rows.append(rows)
+        reason_texts.extend(hit_text(rule.rule_id, rule.description, field, value)
+                            for field, value in found)
     if model is not None and n:
         probabilities = model.predict_proba(model_matrix(table, features))[:, 1]
         remaining *= 1.0 - probabilities
         model_name = model_version or "score"
-        for row, p in enumerate(probabilities.tolist()):
-            texts.setdefault(row, []).append(f"model {model_name}: {p:.2f}")
+        reason_rows.append(np.arange(n))
+        reason_texts.extend(f"model {model_name}: {p:.2f}" for p in probabilities.tolist())
     score = round6(1.0 - remaining)
+    rows = np.concatenate(reason_rows) if reason_rows else np.zeros(0, dtype=np.int64)
+    in_row_order = np.argsort(rows, kind="stable")  # keeps rule order within a row
     offsets = np.zeros(n + 1, dtype=np.int32)
-    flat: list[str] = []
-    for row in sorted(texts):
-        offsets[row + 1] = len(texts[row])
-        flat.extend(texts[row])
-    reasons = pa.ListArray.from_arrays(pa.array(np.cumsum(offsets, dtype=np.int32)),
-                                       pa.array(flat, type=pa.string()))
+    np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
+    reasons = pa.ListArray.from_arrays(
+        pa.array(offsets), pa.array(reason_texts, type=pa.string()).take(in_row_order))
     return table.append_column("score", pa.array(score)) \
         .append_column("flagged", pa.array(score >= threshold)) \
         .append_column("reasons", reasons) \

@@ -154,6 +154,11 @@ class _ScoreShardFn(beam.DoFn):
         yield scored
 
 
+# Each shard pays a fixed numpy cost per distinct history length, so few large shards
+# beat many small ones; a few per worker keeps every worker busy.
+DEFAULT_SHARDS = 4
+
+
 class DetectFraudTables(beam.PTransform):
     """DetectFraud for batch over Arrow tables of transactions (TRANSACTION_SCHEMA) ->
     tables of scored transactions (columnar.SCORED_SCHEMA), vectorised per shard of
@@ -161,7 +166,7 @@ class DetectFraudTables(beam.PTransform):
 
     def __init__(self, rules: Sequence[Rule] | RulesSource, threshold: float = 0.5,
                  model_dir: Path | None = None, delay_days: int = DELAY_DAYS,
-                 window_days: int = WINDOW_DAYS, shards: int = 16) -> None:
+                 window_days: int = WINDOW_DAYS, shards: int = DEFAULT_SHARDS) -> None:
         super().__init__()
         self.rules = rules if isinstance(rules, RulesSource) else StaticRules(rules)
         self.threshold = threshold

@@ -29,8 +29,12 @@ def combine(weights: Sequence[float]) -> float:
 
 
 def describe(hit: RuleHit) -> str:
-    value = f"{hit.value:.2f}" if isinstance(hit.value, float) else hit.value
-    return f"{hit.description or hit.rule_id} [{hit.rule_id}: {hit.field} = {value}]"
+    return hit_text(hit.rule_id, hit.description, hit.field, hit.value)
+
+
+def hit_text(rule_id: str, description: str, field: str, value: Any) -> str:
+    shown = f"{value:.2f}" if isinstance(value, float) else value
+    return f"{description or rule_id} [{rule_id}: {field} = {shown}]"
 
 
 def decide(featured: FeaturedTransaction, rules: Sequence[Rule], threshold: float,
