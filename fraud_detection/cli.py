@@ -236,6 +236,55 @@ def cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_streamers(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud_detection.store.streamer_state import StreamerState
+
+    if args.action == "start":
+        from fraud_detection.streamers.config import load_streamer_configs
+        from fraud_detection.streamers.runner import run_streamers
+
+        configs = load_streamer_configs(args.file, settings.topic_transactions)
+        if args.names:
+            unknown = sorted(set(args.names) - {c.name for c in configs})
+            if unknown:
+                raise UsageError(f"not in {args.file}: {', '.join(unknown)}")
+            configs = [c for c in configs if c.name in args.names]
+        results = run_streamers(configs, settings)
+        print(", ".join(f"{name} {status}" for name, status in sorted(results.items())))
+        return 1 if "failed" in results.values() else 0
+    state = StreamerState(settings)
+    try:
+        if args.action == "status":
+            _print_streamers(state.all() if not args.names else
+                             [state.get(name) for name in args.names])
+            return 0
+        if not args.names:
+            raise UsageError(f"streamers {args.action} needs one or more streamer names")
+        command, done = {"enable": ("run", "resumed"), "disable": ("pause", "paused"),
+                         "interrupt": ("stop", "stopped")}[args.action]
+        for name in args.names:
+            state.command(name, command)
+            print(f"{name}: asked to {command}; it will report {done} within a second")
+    finally:
+        state.close()
+    return 0
+
+
+def _print_streamers(statuses) -> None:
+    import time
+
+    print(f"{'name':<16} {'status':<9} {'command':<8} {'source':<10} {'topic':<14} "
+          f"{'target/s':>8} {'rate/s':>8} {'sent':>9} {'last row':>9}  last report")
+    for s in statuses:
+        age = time.time() - s.updated
+        print(f"{s.name:<16} {s.status:<9} {s.command:<8} {s.config.get('source', ''):<10} "
+              f"{s.config.get('topic', ''):<14} {s.config.get('rate', 0):>8g} {s.rate:>8.1f} "
+              f"{s.sent:>9} {s.last_row:>9}  {age:.0f}s ago"
+              + (f"  error: {s.error}" if s.error else ""))
+    if not statuses:
+        print("no streamers registered (start some with `streamers start`)")
+
+
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_detection.store.keyspace import apply_schema
 
@@ -423,6 +472,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     ent.add_argument("action", choices=("consume",))
     ent.add_argument("--idle-seconds", type=float, default=None,
                      help="stop after this long without a message (default: run until ^C)")
+
+    stm = command("streamers", cmd_streamers,
+                  "replay transaction sources into Kafka at a rate; pause, resume, stop, status")
+    stm.add_argument("action", choices=("start", "enable", "disable", "interrupt", "status"),
+                     help="start: run the configured streamers here until they end or ^C; "
+                          "enable / disable / interrupt: resume / pause / stop running ones")
+    stm.add_argument("names", nargs="*", help="streamer names (start: a subset of the config)")
+    stm.add_argument("--file", type=Path, default=Path("streamers.yaml"),
+                     help="streamer config YAML for start (default: streamers.yaml)")
 
     command("config", cmd_config, "print the effective settings")
     return parser, handlers

@@ -1,0 +1,85 @@
+"""End-to-end rows/s of `batch` (Parquet -> validation -> DetectFraud -> Cassandra, with
+Benford reports and entities) at growing sizes: cost per row should stay flat.
+
+Each size is a generated 30-day world, scored by batch.run into a fresh keyspace on the
+stack's Cassandra (`python -m fraud_detection stack up`). DirectRunner here is Beam's
+local batch runner, FnApiRunner (what `--runner=DirectRunner` runs for batch). FlinkRunner
+[local] runs 1M at parallelism 1 and 2 when its job server jar can be had; otherwise its
+rows say why not.
+
+    python bench/batch_throughput.py [--sizes 100000,1000000,5000000] [--flink-rows 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+from fraud_detection.beam_pipelines import batch
+from fraud_detection.config import load_settings
+from fraud_detection.datagen.world import WorldConfig, generate
+from fraud_detection.stack.errors import StackError
+from fraud_detection.stack.runners import flink_args
+from fraud_detection.store.keyspace import apply_schema, drop_keyspace
+
+KEYSPACE = "bench_batch"
+
+
+def run_batch(world: Path, runner_args: list[str], settings) -> batch.BatchSummary:
+    drop_keyspace(settings)
+    apply_schema(settings)
+    return batch.run(["--input", str(world), *runner_args], settings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000,5000000",
+                        help="comma-separated transaction counts for DirectRunner")
+    parser.add_argument("--flink-rows", type=int, default=1_000_000)
+    parser.add_argument("--cassandra-port", type=int, default=9042)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    settings = load_settings({"cassandra_keyspace": KEYSPACE,
+                              "cassandra_port": args.cassandra_port})
+    results: list[tuple[str, int, batch.BatchSummary | str]] = []
+    scratch = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+    try:
+        for size in sorted({*sizes, args.flink_rows}):
+            world = scratch / f"world-{size}"
+            generate(WorldConfig(days=30, seed=11, rows=size), world, progress=False)
+            if size in sizes:
+                summary = run_batch(world, ["--runner=FnApiRunner"], settings)
+                results.append(("DirectRunner (FnApiRunner)", size, summary))
+                print(f"DirectRunner {size}: {summary}", flush=True)
+            if size == args.flink_rows:
+                for parallelism in (1, 2):
+                    what = f"FlinkRunner [local], parallelism {parallelism}"
+                    try:
+                        runner = flink_args(parallelism=parallelism)
+                    except StackError as exc:
+                        results.append((what, size, f"not run: {exc}"))
+                        continue
+                    summary = run_batch(world, runner, settings)
+                    results.append((what, size, summary))
+                    print(f"{what} {size}: {summary}", flush=True)
+            shutil.rmtree(world)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        drop_keyspace(settings)
+
+    print()
+    print(f"{'runner':<40} {'rows in':>9} {'written':>10} {'flagged':>8} {'seconds':>8} "
+          f"{'rows/s':>8} {'us/row':>7}")
+    for what, size, summary in results:
+        if isinstance(summary, str):
+            print(f"{what:<40} {size:>9} {summary}")
+            continue
+        rate = summary.read / summary.seconds
+        print(f"{what:<40} {summary.read:>9} {summary.rows_written:>10} {summary.flagged:>8} "
+              f"{summary.seconds:>8.1f} {rate:>8.0f} {1e6 / rate:>7.1f}")
+
+
+if __name__ == "__main__":
+    main()
