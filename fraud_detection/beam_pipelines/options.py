@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import (
     PipelineOptions,
+    PortableOptions,
     PrismRunnerOptions,
     StandardOptions,
 )
+
+from fraud_detection.stack.runners import JOB_STREAM_TIMEOUT_SECONDS
+
+PORTABLE_DEFAULT_TIMEOUT = 300
 
 # Beam's DirectRunner tries to download Prism first; the Python FnApiRunner never
 # reaches the network, so it is the local default.
@@ -34,6 +39,10 @@ def with_local_runner(options: PipelineOptions) -> PipelineOptions:
 
         standard.runner = "PrismRunner"
         prism.prism_location = str(prism_binary())
+    if standard.runner == "PrismRunner":
+        portable = options.view_as(PortableOptions)
+        if portable.job_server_timeout == PORTABLE_DEFAULT_TIMEOUT:
+            portable.job_server_timeout = JOB_STREAM_TIMEOUT_SECONDS
     return options
 
 

@@ -86,8 +86,14 @@ def flink_job_server_jar(flink: str = FLINK_VERSION) -> Path:
     return jar
 
 
+# Beam's portable runner puts this timeout on the job's state stream too, so a Prism job
+# running longer than it (300 s by default) fails with DEADLINE_EXCEEDED.
+JOB_STREAM_TIMEOUT_SECONDS = 30 * 86_400
+
+
 def prism_args(bin_dir: Path | None = None) -> list[str]:
-    return ["--runner=PrismRunner", f"--prism_location={prism_binary(bin_dir)}"]
+    return ["--runner=PrismRunner", f"--prism_location={prism_binary(bin_dir)}",
+            f"--job_server_timeout={JOB_STREAM_TIMEOUT_SECONDS}"]
 
 
 def flink_args(flink_master: str = "[local]", parallelism: int = 1) -> list[str]:
