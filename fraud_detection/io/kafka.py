@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apache_beam import Create, DoFn, ParDo, PTransform
-from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
@@ -78,7 +78,12 @@ class KafkaSender:
         self.producer.close()
 
 
-# --- Reading: a splittable DoFn over topic partitions --------------------------------
+# --- Reading: a splittable DoFn over a topic's partitions -----------------------------
+#
+# One restriction holds every partition of a topic, so one watermark covers them all:
+# Prism takes a stage's watermark from the residuals of its latest bundle, so with one
+# restriction per partition a partition that had read ahead let the watermark pass
+# messages still unread in another, and those were dropped as late.
 
 UNBOUNDED = sys.maxsize
 EARLIEST, COMMITTED = "earliest", "committed"
@@ -98,16 +103,86 @@ class KafkaMessage:
         return f"kafka:{self.topic}/{self.partition}/{self.offset}"
 
 
-class _OffsetTracker(OffsetRestrictionTracker):
-    def is_bounded(self) -> bool:
-        return self.current_restriction().stop != UNBOUNDED
+@dataclass(frozen=True)
+class PartitionRange:
+    partition: int
+    start: int
+    stop: int  # UNBOUNDED: read until the pipeline stops
+    newest_ms: int = -1  # newest message timestamp read before start
 
-    def try_split(self, fraction_of_remainder):
-        # Halving [n, maxsize) would hand offsets that do not exist yet to a second
-        # reader of the same partition; an unbounded read only checkpoints.
-        if not self.is_bounded() and fraction_of_remainder > 0:
+
+@dataclass(frozen=True)
+class TopicRestriction:
+    ranges: tuple[PartitionRange, ...]
+
+    def is_bounded(self) -> bool:
+        return all(r.stop != UNBOUNDED for r in self.ranges)
+
+    def remaining(self) -> int:
+        return sum(r.stop - r.start for r in self.ranges if r.stop != UNBOUNDED)
+
+
+END = -1  # try_claim((partition, END, 0)): the partition has nothing more before its stop
+
+
+class TopicTracker(RestrictionTracker):
+    """Claims (partition, offset, timestamp_ms). It only checkpoints: the remainder of
+    every partition goes to the residual; it never halves a partition's offsets."""
+
+    def __init__(self, restriction: TopicRestriction) -> None:
+        self.restriction = restriction
+        self.next = {r.partition: r.start for r in restriction.ranges}
+        self.newest = {r.partition: r.newest_ms for r in restriction.ranges}
+        self.stop = {r.partition: r.stop for r in restriction.ranges}
+        self.checkpointed = False
+
+    def current_restriction(self) -> TopicRestriction:
+        return self.restriction
+
+    def try_claim(self, position: tuple[int, int, int]) -> bool:
+        partition, offset, timestamp_ms = position
+        if self.checkpointed:
+            return False
+        if offset == END or offset >= self.stop[partition]:
+            self.next[partition] = max(self.next[partition], self.stop[partition])
+            return False
+        if offset < self.next[partition]:
+            raise ValueError(f"partition {partition}: offset {offset} claimed after "
+                             f"{self.next[partition] - 1}")
+        self.next[partition] = offset + 1
+        self.newest[partition] = max(self.newest[partition], timestamp_ms)
+        return True
+
+    def try_split(self, fraction_of_remainder: float):
+        if fraction_of_remainder > 0 or self.checkpointed:
             return None
-        return super().try_split(fraction_of_remainder)
+        primary = TopicRestriction(tuple(
+            PartitionRange(r.partition, r.start, self.next[r.partition], r.newest_ms)
+            for r in self.restriction.ranges))
+        residual = TopicRestriction(tuple(
+            PartitionRange(r.partition, self.next[r.partition], r.stop,
+                           self.newest[r.partition])
+            for r in self.restriction.ranges))
+        self.restriction, self.checkpointed = primary, True
+        self.stop = {r.partition: r.stop for r in primary.ranges}
+        if residual.is_bounded() and residual.remaining() == 0:
+            return primary, None
+        return primary, residual
+
+    def check_done(self) -> None:
+        for r in self.restriction.ranges:
+            if self.next[r.partition] < r.stop:
+                raise ValueError(f"partition {r.partition}: offsets {self.next[r.partition]} "
+                                 f"to {r.stop} were not read")
+
+    def current_progress(self) -> RestrictionProgress:
+        done = sum(self.next[r.partition] - r.start for r in self.restriction.ranges)
+        left = sum(r.stop - self.next[r.partition] for r in self.restriction.ranges
+                   if r.stop != UNBOUNDED)
+        return RestrictionProgress(completed=done, remaining=left or 1)
+
+    def is_bounded(self) -> bool:
+        return self.restriction.is_bounded()
 
 
 def _consumer(bootstrap: str, group_id: str | None):
@@ -115,174 +190,154 @@ def _consumer(bootstrap: str, group_id: str | None):
 
     return KafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id,
                          enable_auto_commit=False, auto_offset_reset="earliest",
-                         max_poll_records=1_000)
-
-
-class _PartitionRestrictions(RestrictionProvider):
-    """Offsets [start, end) of a partition: start at the earliest retained offset or the
-    group's committed one; end at the partition's end now (bounded) or never."""
-
-    def __init__(self, bootstrap: str, group_id: str, start_from: str, bounded: bool) -> None:
-        self.bootstrap = bootstrap
-        self.group_id = group_id
-        self.start_from = start_from
-        self.bounded = bounded
-
-    def initial_restriction(self, element: tuple[str, int]) -> OffsetRange:
-        from kafka import TopicPartition
-
-        tp = TopicPartition(*element)
-        consumer = _consumer(self.bootstrap, self.group_id)
-        try:
-            start = consumer.beginning_offsets([tp])[tp]
-            if self.start_from == COMMITTED:
-                committed = consumer.committed(tp)
-                start = max(start, committed if committed is not None else start)
-            end = consumer.end_offsets([tp])[tp] if self.bounded else UNBOUNDED
-        finally:
-            consumer.close()
-        return OffsetRange(start, max(start, end))
-
-    def create_tracker(self, restriction: OffsetRange) -> _OffsetTracker:
-        return _OffsetTracker(restriction)
-
-    def restriction_size(self, element, restriction: OffsetRange) -> int:
-        return 1 if restriction.stop == UNBOUNDED else restriction.size()
-
-    def truncate(self, element, restriction):
-        return None  # on drain, stop reading
+                         max_poll_records=2_000)
 
 
 # The finalizer first: Beam passes it by position, the tracker and estimator by name.
 _PROCESS_PARAMS = dict(
+    finalizer=DoFn.BundleFinalizerParam,
     tracker=DoFn.RestrictionParam(),
-    watermark=DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
-    finalizer=DoFn.BundleFinalizerParam)
+    watermark=DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()))
 
 
-class _ReadPartitionFn(DoFn, RestrictionProvider):
-    """Reads one partition's claimed offsets. The watermark follows the message timestamps
-    (event times); a partition idle for idle_seconds moves its watermark up to the newest
-    message of the whole topic, so an idle partition does not hold back the others (an
-    older message after that is late: still scored, and marked late). Offsets are
-    committed to the group when the runner finalizes the bundle that read them."""
+class _ReadTopicFn(DoFn, RestrictionProvider):
+    """Reads a topic. The watermark is the oldest among the partitions' newest message
+    timestamps; a partition read to its end and quiet for idle_seconds stops holding it
+    back (a message older than the watermark arriving there later is late: still scored,
+    and marked late). Offsets go to the consumer group when the runner finalizes the
+    bundle that read them, for lag reporting and `start_from=committed`."""
 
-    def __init__(self, restrictions: _PartitionRestrictions, idle_seconds: float,
-                 poll_seconds: float) -> None:
-        self.restrictions = restrictions
+    def __init__(self, bootstrap: str, group_id: str, start_from: str, bounded: bool,
+                 idle_seconds: float, poll_seconds: float) -> None:
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.start_from = start_from
+        self.bounded = bounded
         self.idle_seconds = idle_seconds
         self.poll_seconds = poll_seconds
 
-    # The restrictions, as this DoFn's own RestrictionProvider.
-    def initial_restriction(self, element):
-        return self.restrictions.initial_restriction(element)
+    def initial_restriction(self, topic: str) -> TopicRestriction:
+        from kafka import TopicPartition
 
-    def create_tracker(self, restriction):
-        return self.restrictions.create_tracker(restriction)
+        consumer = _consumer(self.bootstrap, self.group_id)
+        try:
+            tps = [TopicPartition(topic, p)
+                   for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            begins, ends = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+            ranges = []
+            for tp in tps:
+                start = begins[tp]
+                if self.start_from == COMMITTED:
+                    start = max(start, consumer.committed(tp) or start)
+                stop = ends[tp] if self.bounded else UNBOUNDED
+                ranges.append(PartitionRange(tp.partition, start, max(start, stop)))
+        finally:
+            consumer.close()
+        return TopicRestriction(tuple(ranges))
 
-    def restriction_size(self, element, restriction):
-        return self.restrictions.restriction_size(element, restriction)
+    def create_tracker(self, restriction: TopicRestriction) -> TopicTracker:
+        return TopicTracker(restriction)
 
-    def truncate(self, element, restriction):
-        return self.restrictions.truncate(element, restriction)
+    def restriction_size(self, topic, restriction: TopicRestriction) -> int:
+        return max(1, restriction.remaining())
+
+    def truncate(self, topic, restriction):
+        return None  # on drain, stop reading
 
     def setup(self) -> None:
-        self.consumer = _consumer(self.restrictions.bootstrap, self.restrictions.group_id)
-        self.last_message_at: dict[tuple[str, int], float] = {}
+        self.consumer = _consumer(self.bootstrap, self.group_id)
+        self.quiet_since: dict[tuple[str, int], float] = {}
 
     def teardown(self) -> None:
         self.consumer.close()
 
-    def _commit(self, topic: str, partition: int, offset: int, started: int) -> None:
+    def _commit(self, topic: str, positions: dict[int, int], starts: dict[int, int]) -> None:
         from kafka import OffsetAndMetadata, TopicPartition
 
-        if offset <= started:
-            return
+        moved = {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1)
+                 for p, o in positions.items() if o > starts[p]}
+        if moved:
+            self.consumer.commit(moved)
 
-        consumer = _consumer(self.restrictions.bootstrap, self.restrictions.group_id)
-        try:
-            consumer.commit({TopicPartition(topic, partition):
-                             OffsetAndMetadata(offset, "", -1)})
-        finally:
-            consumer.close()
+    def _watermark(self, topic: str, tracker_newest: dict[int, int], caught_up: set[int],
+                   now: float) -> int | None:
+        holding, idle = [], []
+        for partition, newest in tracker_newest.items():
+            key = (topic, partition)
+            if partition in caught_up:
+                quiet = now - self.quiet_since.setdefault(key, now) >= self.idle_seconds
+            else:
+                self.quiet_since.pop(key, None)
+                quiet = False
+            (idle if quiet else holding).append(newest)
+        if holding:
+            return None if min(holding) < 0 else min(holding)
+        known = [n for n in idle if n >= 0]
+        return max(known) if known else None
 
-    def _newest_elsewhere(self, topic: str, partition: int, position: int
-                          ) -> Timestamp | None:
-        """The newest message timestamp in the topic's other partitions, or None when
-        this partition has messages past `position` (then it is not idle)."""
-        from kafka import TopicPartition
-
-        partitions = [TopicPartition(topic, p)
-                      for p in sorted(self.consumer.partitions_for_topic(topic) or ())]
-        ends = self.consumer.end_offsets(partitions)
-        if ends.get(TopicPartition(topic, partition), 0) > position:
-            return None
-        newest = None
-        for tp in partitions:
-            if tp.partition == partition or ends[tp] == 0:
-                continue
-            self.consumer.assign([tp])
-            self.consumer.seek(tp, ends[tp] - 1)
-            for record in self.consumer.poll(timeout_ms=1_000).get(tp, []):
-                moment = Timestamp(micros=record.timestamp * 1_000)
-                newest = moment if newest is None else max(newest, moment)
-        return newest
-
-    def process(self, element: tuple[str, int], finalizer=_PROCESS_PARAMS["finalizer"],
+    def process(self, topic: str, finalizer=_PROCESS_PARAMS["finalizer"],
                 tracker=_PROCESS_PARAMS["tracker"], watermark=_PROCESS_PARAMS["watermark"]):
-        yield from self._read(element, tracker, watermark, finalizer)
+        yield from self._read(topic, finalizer, tracker, watermark)
 
-    def _read(self, element, tracker, watermark, finalizer):
+    def _read(self, topic: str, finalizer, tracker, watermark):
         from kafka import TopicPartition
 
-        topic, partition = element
-        tp = TopicPartition(topic, partition)
-        restriction = tracker.current_restriction()
-        position = restriction.start
-        if position >= restriction.stop:
-            return
+        restriction: TopicRestriction = tracker.current_restriction()
+        starts = {r.partition: r.start for r in restriction.ranges}
+        stops = {r.partition: r.stop for r in restriction.ranges}
+        newest = {r.partition: r.newest_ms for r in restriction.ranges}
+        positions = dict(starts)
         # Registered in every bundle, even one that reads nothing: Prism asks every
         # bundle of this stage to finalize, and the SDK fails one with no callback.
-        read_to = [position]
-        finalizer.register(lambda: self._commit(topic, partition, read_to[0], position))
-        self.consumer.assign([tp])
-        self.consumer.seek(tp, position)
+        finalizer.register(lambda: self._commit(topic, positions, starts))
+        tps = {p: TopicPartition(topic, p) for p in starts}
+        reading = [p for p in starts if positions[p] < stops[p]]
+        self.consumer.assign([tps[p] for p in reading])
+        for p in reading:
+            self.consumer.seek(tps[p], positions[p])
         started = time.monotonic()
-        while time.monotonic() - started < self.poll_seconds:
-            records = self.consumer.poll(timeout_ms=200).get(tp, [])
-            for record in records:
-                if not tracker.try_claim(record.offset):
-                    return
-                moment = Timestamp(micros=record.timestamp * 1_000)
+        while reading and time.monotonic() - started < self.poll_seconds:
+            for tp, records in self.consumer.poll(timeout_ms=200).items():
+                p = tp.partition
+                for record in records:
+                    if not tracker.try_claim((p, record.offset, record.timestamp)):
+                        if record.offset >= stops[p]:
+                            break
+                        return
+                    positions[p] = record.offset + 1
+                    newest[p] = max(newest[p], record.timestamp)
+                    yield TimestampedValue(
+                        KafkaMessage(topic, p, record.offset, record.key, record.value,
+                                     record.timestamp),
+                        Timestamp(micros=record.timestamp * 1_000))
+            caught_up = set()
+            for p in reading:
+                at = self.consumer.position(tps[p])
+                if at >= stops[p]:
+                    tracker.try_claim((p, END, 0))  # bounded and read to its stop
+                    caught_up.add(p)
+                else:
+                    high = self.consumer.highwater(tps[p])
+                    if high is not None and at >= high:
+                        caught_up.add(p)
+            caught_up |= {p for p in starts if p not in reading}
+            mark = self._watermark(topic, newest, caught_up, time.monotonic())
+            if mark is not None:
+                moment = Timestamp(micros=mark * 1_000)
                 current = watermark.current_watermark()
                 if current is None or moment > current:
                     watermark.set_watermark(moment)
-                position = record.offset + 1
-                yield TimestampedValue(KafkaMessage(topic, partition, record.offset,
-                                                    record.key, record.value,
-                                                    record.timestamp), moment)
-            if records:
-                self.last_message_at[element] = time.monotonic()
-                read_to[0] = position
-            if position >= restriction.stop:
-                tracker.try_claim(restriction.stop)  # the end: done
-                return
-            if not records:
-                break
-        idle_since = self.last_message_at.setdefault(element, time.monotonic())
-        if restriction.stop == UNBOUNDED and time.monotonic() - idle_since >= self.idle_seconds:
-            newest = self._newest_elsewhere(topic, partition, position)
-            current = watermark.current_watermark()
-            if newest is not None and (current is None or newest > current):
-                watermark.set_watermark(newest)
-        tracker.defer_remainder(Duration(seconds=0.2))
+            reading = [p for p in reading if positions[p] < stops[p]
+                       and self.consumer.position(tps[p]) < stops[p]]
+        if reading:
+            tracker.defer_remainder(Duration(seconds=0.1))
 
 
-class _ReadPartitionUnboundedFn(_ReadPartitionFn):
+class _ReadTopicUnboundedFn(_ReadTopicFn):
     @DoFn.unbounded_per_element()
-    def process(self, element: tuple[str, int], finalizer=_PROCESS_PARAMS["finalizer"],
+    def process(self, topic: str, finalizer=_PROCESS_PARAMS["finalizer"],
                 tracker=_PROCESS_PARAMS["tracker"], watermark=_PROCESS_PARAMS["watermark"]):
-        yield from self._read(element, tracker, watermark, finalizer)
+        yield from self._read(topic, finalizer, tracker, watermark)
 
 
 class ReadFromKafka(PTransform):
@@ -292,7 +347,7 @@ class ReadFromKafka(PTransform):
 
     def __init__(self, bootstrap: str, topics: Sequence[str], group_id: str, *,
                  bounded: bool = False, start_from: str = EARLIEST,
-                 idle_seconds: float = 2.0, poll_seconds: float = 1.0) -> None:
+                 idle_seconds: float = 2.0, poll_seconds: float = 0.5) -> None:
         super().__init__()
         if start_from not in (EARLIEST, COMMITTED):
             raise ValueError(f"start_from must be {EARLIEST} or {COMMITTED}: {start_from!r}")
@@ -305,33 +360,25 @@ class ReadFromKafka(PTransform):
         self.poll_seconds = poll_seconds
 
     def expand(self, pbegin):
-        partitions = topic_partitions(self.bootstrap, self.topics)
-        restrictions = _PartitionRestrictions(self.bootstrap, self.group_id, self.start_from,
-                                              self.bounded)
-        fn_class = _ReadPartitionFn if self.bounded else _ReadPartitionUnboundedFn
+        wait_for_topics(self.bootstrap, self.topics)
+        reader = _ReadTopicFn if self.bounded else _ReadTopicUnboundedFn
         return (pbegin
-                | "Partitions" >> Create(partitions)
-                | "Read" >> ParDo(fn_class(restrictions, self.idle_seconds,
-                                           self.poll_seconds)))
+                | "Topics" >> Create(self.topics)
+                | "Read" >> ParDo(reader(self.bootstrap, self.group_id, self.start_from,
+                                         self.bounded, self.idle_seconds, self.poll_seconds)))
 
 
-def topic_partitions(bootstrap: str, topics: Sequence[str],
-                     wait_seconds: float = 30.0) -> list[tuple[str, int]]:
-    """Every (topic, partition); a topic that does not exist yet is created by the
-    broker's auto-creation when first asked for, so wait for it a while."""
+def wait_for_topics(bootstrap: str, topics: Sequence[str], wait_seconds: float = 30.0) -> None:
+    """Fails in one line when a topic does not exist (after the broker had time to
+    auto-create it, where it does)."""
     consumer = _consumer(bootstrap, None)
     try:
-        found: list[tuple[str, int]] = []
         for topic in topics:
             deadline = time.monotonic() + wait_seconds
-            partitions = consumer.partitions_for_topic(topic)
-            while not partitions and time.monotonic() < deadline:
+            while not consumer.partitions_for_topic(topic):
+                if time.monotonic() > deadline:
+                    raise ValueError(f"Kafka topic {topic!r} does not exist at {bootstrap}")
                 consumer.topics()  # refreshes metadata; auto-creates where allowed
                 time.sleep(0.2)
-                partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                raise ValueError(f"Kafka topic {topic!r} does not exist at {bootstrap}")
-            found.extend((topic, p) for p in sorted(partitions))
-        return found
     finally:
         consumer.close()
