@@ -236,6 +236,21 @@ def cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
+    from fraud_detection.beam_pipelines import stream
+    from fraud_detection.beam_pipelines.options import check_beam_args
+
+    if args.model_dir and not args.model_dir.is_dir():
+        raise UsageError(f"--model-dir: no such folder: {args.model_dir}")
+    argv = ["--rules", str(args.rules), "--start_from", args.start_from,
+            *(["--model_dir", str(args.model_dir)] if args.model_dir else []),
+            *(["--bounded"] if args.bounded else []),
+            *check_beam_args(args.beam_args)]
+    summary = stream.run(argv, settings)
+    print(summary)
+    return 1 if summary.rows_failed else 0
+
+
 def cmd_streamers(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_detection.store.streamer_state import StreamerState
 
@@ -472,6 +487,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     ent.add_argument("action", choices=("consume",))
     ent.add_argument("--idle-seconds", type=float, default=None,
                      help="stop after this long without a message (default: run until ^C)")
+
+    stre = command("stream", cmd_stream,
+                   "score the transactions topic live: Kafka -> DetectFraud -> Cassandra + alerts")
+    stre.add_argument("--rules", default="table",
+                      help="'table' (the rules table, re-read while running; default) or a "
+                           "rules YAML file")
+    stre.add_argument("--model-dir", type=Path, help="model folder from `train`")
+    stre.add_argument("--start-from", choices=("earliest", "committed"), default="earliest",
+                      help="earliest retained offsets (default: rebuilds account histories, "
+                           "rewrites the same rows) or the consumer group's committed ones")
+    stre.add_argument("--bounded", action="store_true",
+                      help="read to the topics' current ends, then finish (catch-up, tests)")
+    stre.add_argument("beam_args", nargs=argparse.REMAINDER,
+                      help="Beam pipeline options after --, e.g. -- --runner=PrismRunner")
 
     stm = command("streamers", cmd_streamers,
                   "replay transaction sources into Kafka at a rate; pause, resume, stop, status")

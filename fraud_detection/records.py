@@ -360,6 +360,8 @@ class DeadLetter:
     source: str
     errors: tuple[str, ...]
     raw: str  # the record as received: JSON where it can be, repr otherwise
+    position: str = ""  # where in the source (a Kafka topic/partition/offset), if known
+    received_at: dt.datetime | None = None  # the message's own time, when it has one
 
     @property
     def reason(self) -> str:

@@ -175,3 +175,51 @@ class WriteToCassandra(beam.PTransform):
                 | "Write" >> beam.ParDo(_WriteRecordsFn(
                     self.settings, self.statements, self.to_rows, self.max_in_flight,
                     self.max_attempts, self.backoff_seconds)))
+
+
+class _KnownAccountsFn(beam.DoFn):
+    """Passes transactions of accounts in the accounts table; the others become dead
+    letters. Known ids are cached per worker; an unknown one is asked again each time,
+    since an account added meanwhile must be accepted."""
+
+    def __init__(self, settings: Settings, source: str) -> None:
+        self.settings = settings
+        self.source = source
+
+    def setup(self) -> None:
+        from fraud_detection.store.keyspace import connect
+
+        self.store = connect(self.settings)
+        self.query = self.store.prepare("SELECT account_id FROM accounts WHERE account_id = ?")
+        self.known: set[str] = set()
+        self.rejected = Metrics.counter("validate", "dead_lettered")
+
+    def process(self, transaction):
+        from fraud_detection.records import DeadLetter, raw_text
+
+        account = transaction.account_id
+        if account not in self.known:
+            if self.store.session.execute(self.query, (account,)).one() is None:
+                self.rejected.inc()
+                yield beam.pvalue.TaggedOutput("unknown", DeadLetter(
+                    self.source, (f"account_id: unknown account {account!r}",),
+                    raw_text(transaction.to_dict()), received_at=transaction.event_time))
+                return
+            self.known.add(account)
+        yield transaction
+
+    def teardown(self) -> None:
+        self.store.close()
+
+
+class KnownAccounts(beam.PTransform):
+    """Transactions -> outputs `known` (Transaction) and `unknown` (DeadLetter)."""
+
+    def __init__(self, settings: Settings, source: str) -> None:
+        super().__init__()
+        self.settings = settings
+        self.source = source
+
+    def expand(self, transactions):
+        return transactions | beam.ParDo(
+            _KnownAccountsFn(self.settings, self.source)).with_outputs("unknown", main="known")

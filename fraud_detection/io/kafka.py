@@ -6,11 +6,12 @@ partition and in order; the message timestamp is the event time.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,7 +209,8 @@ class _ReadTopicFn(DoFn, RestrictionProvider):
     bundle that read them, for lag reporting and `start_from=committed`."""
 
     def __init__(self, bootstrap: str, group_id: str, start_from: str, bounded: bool,
-                 idle_seconds: float, poll_seconds: float) -> None:
+                 idle_seconds: float, poll_seconds: float, idle_follows_clock: bool) -> None:
+        self.idle_follows_clock = idle_follows_clock
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.start_from = start_from
@@ -273,6 +275,8 @@ class _ReadTopicFn(DoFn, RestrictionProvider):
         if holding:
             return None if min(holding) < 0 else min(holding)
         known = [n for n in idle if n >= 0]
+        if self.idle_follows_clock:  # a quiet topic of live events: nothing older will come
+            known.append(int(time.time() * 1000))
         return max(known) if known else None
 
     def process(self, topic: str, finalizer=_PROCESS_PARAMS["finalizer"],
@@ -343,11 +347,14 @@ class _ReadTopicUnboundedFn(_ReadTopicFn):
 class ReadFromKafka(PTransform):
     """Topics -> KafkaMessage, each at its message timestamp (our producers stamp the event
     time). bounded: read to the end offsets as of the start, then finish (catch-up runs
-    and tests); otherwise run until the pipeline is stopped."""
+    and tests); otherwise run until the pipeline is stopped. idle_follows_clock: when
+    every partition is quiet the watermark follows the wall clock (live events stamped
+    when they happen, such as analysts' labels), not just the newest message."""
 
     def __init__(self, bootstrap: str, topics: Sequence[str], group_id: str, *,
                  bounded: bool = False, start_from: str = EARLIEST,
-                 idle_seconds: float = 2.0, poll_seconds: float = 0.5) -> None:
+                 idle_seconds: float = 2.0, poll_seconds: float = 0.5,
+                 idle_follows_clock: bool = False) -> None:
         super().__init__()
         if start_from not in (EARLIEST, COMMITTED):
             raise ValueError(f"start_from must be {EARLIEST} or {COMMITTED}: {start_from!r}")
@@ -358,6 +365,7 @@ class ReadFromKafka(PTransform):
         self.start_from = start_from
         self.idle_seconds = idle_seconds
         self.poll_seconds = poll_seconds
+        self.idle_follows_clock = idle_follows_clock
 
     def expand(self, pbegin):
         wait_for_topics(self.bootstrap, self.topics)
@@ -365,7 +373,8 @@ class ReadFromKafka(PTransform):
         return (pbegin
                 | "Topics" >> Create(self.topics)
                 | "Read" >> ParDo(reader(self.bootstrap, self.group_id, self.start_from,
-                                         self.bounded, self.idle_seconds, self.poll_seconds)))
+                                         self.bounded, self.idle_seconds, self.poll_seconds,
+                                         self.idle_follows_clock)))
 
 
 def wait_for_topics(bootstrap: str, topics: Sequence[str], wait_seconds: float = 30.0) -> None:
@@ -382,3 +391,56 @@ def wait_for_topics(bootstrap: str, topics: Sequence[str], wait_seconds: float =
                 time.sleep(0.2)
     finally:
         consumer.close()
+
+
+class _WriteFn(DoFn):
+    def __init__(self, settings: Settings, topic: str,
+                 to_message: Callable[[Any], tuple[str | None, Mapping[str, Any]]]) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.to_message = to_message
+
+    def setup(self) -> None:
+        self.sender = KafkaSender(self.settings)
+
+    def process(self, element) -> None:
+        key, record = self.to_message(element)
+        self.sender.send(self.topic, key, encode_record(record), event_millis(record))
+
+    def finish_bundle(self) -> None:
+        # The bundle commits only once the broker has every message: at least once.
+        self.sender.flush()
+
+    def teardown(self) -> None:
+        self.sender.close()
+
+
+class WriteToKafka(PTransform):
+    """Records -> JSON messages on a topic; to_message gives (key, JSON-able mapping)."""
+
+    def __init__(self, settings: Settings, topic: str,
+                 to_message: Callable[[Any], tuple[str | None, Mapping[str, Any]]]) -> None:
+        super().__init__()
+        self.settings = settings
+        self.topic = topic
+        self.to_message = to_message
+
+    def expand(self, records):
+        return records | ParDo(_WriteFn(self.settings, self.topic, self.to_message))
+
+
+def ensure_topics(settings: Settings, topics: Mapping[str, int]) -> None:
+    """Creates missing topics with the given partition counts (existing ones are kept)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(name, partitions, 1) for name, partitions in topics.items()
+                   if name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another made it first
+                admin.create_topics(missing)
+    finally:
+        admin.close()

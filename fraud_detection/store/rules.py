@@ -20,7 +20,6 @@ def stored_rules(store: Store) -> list[Rule]:
         entry = yaml.safe_load(row.definition)
         entry["paused"] = bool(row.paused)
         entries.append(entry)
-    entries.sort(key=lambda e: str(e.get("id")))
     return parse_rules({"rules": entries}, "rules table")
 
 

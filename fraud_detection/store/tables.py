@@ -177,10 +177,17 @@ def entity_rows(entity: Bank | User | Account | Merchant) -> list[RowWrite]:
 
 def dead_letter_id(letter: DeadLetter) -> str:
     """Stable for the same record from the same source, so a replay writes one row."""
-    return hashlib.sha256(f"{letter.source}\0{letter.raw}".encode()).hexdigest()[:32]
+    key = f"{letter.source}\0{letter.raw}"
+    if letter.position:  # two equal bad messages at two offsets are two dead letters
+        key += f"\0{letter.position}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def dead_letter_row(letter: DeadLetter, received_at: dt.datetime) -> RowWrite:
+def dead_letter_row(letter: DeadLetter, received_at: dt.datetime | None = None) -> RowWrite:
+    """received_at: when the letter's own time (letter.received_at) is unknown."""
+    received_at = letter.received_at or received_at
+    if received_at is None:
+        raise ValueError("a dead letter needs a received_at")
     return ("dead_letters", (letter.source, day_of(received_at), _ms(received_at),
                              dead_letter_id(letter), list(letter.errors), letter.raw))
 

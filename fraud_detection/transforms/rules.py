@@ -113,7 +113,9 @@ def parse_rules(data: Any, source: str = "rules") -> list[Rule]:
             raise RuleError(f"{where}: weight must be a number in [0, 1]")
         rules.append(Rule(str(entry["id"]), str(entry.get("description", "")), entry["when"],
                           float(weight), bool(entry.get("paused", False))))
-    return rules
+    # One order whatever the source (a file, the rules table): reasons list in it, and
+    # the noisy-or multiplies in it, so the same rules give the same bits everywhere.
+    return sorted(rules, key=lambda rule: rule.rule_id)
 
 
 def load_rules(path: Path = DEFAULT_RULES_FILE) -> list[Rule]:

@@ -46,3 +46,16 @@ def load_world(root: Path) -> World:
         scored.append(label_scored(tx))
     return World(root, entity_records(root, "banks"), entity_records(root, "users"),
                  entity_records(root, "accounts"), entity_records(root, "merchants"), scored)
+
+
+def write_entities(settings, world: World) -> None:
+    """The world's banks, users, accounts and merchants into Cassandra through the sink."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from fraud_detection.io.cassandra import WriteToCassandra
+    from fraud_detection.store.tables import entity_rows
+
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        _ = (p | beam.Create(world.entities, reshuffle=False)
+             | WriteToCassandra(settings, entity_rows))

@@ -1,0 +1,171 @@
+"""Stream: Kafka transactions (and analysts' labels) -> validation -> known accounts ->
+DetectFraud -> Cassandra (every query table and balances) and the alerts topic; bad
+messages to the dead-letters topic and table with their bytes and reasons.
+
+Exactly once in the tables comes from stable ids and idempotent upserts: a restart
+re-reads the topic from its earliest retained offset (--start_from=earliest), which also
+rebuilds every account's history, so the rows it rewrites are the same rows.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from fraud_detection.beam_pipelines.options import counter_value, with_local_runner
+from fraud_detection.config import Settings
+from fraud_detection.errors import UsageError
+from fraud_detection.io.cassandra import KnownAccounts, WriteToCassandra
+from fraud_detection.io.kafka import (
+    COMMITTED,
+    EARLIEST,
+    ReadFromKafka,
+    WriteToKafka,
+    ensure_topics,
+)
+from fraud_detection.records import DeadLetter, ScoredTransaction
+from fraud_detection.store.tables import dead_letter_row, scored_transaction_rows
+from fraud_detection.transforms.detect import DetectFraud
+from fraud_detection.transforms.parse import DEAD_LETTERS, VALID, ValidateLabelFn, ValidateMessages
+from fraud_detection.transforms.rules import load_rules
+
+GROUP_ID = "fraud-detection-stream"
+TRANSACTION_PARTITIONS = 4
+# Rows that still fail after this many tries (about 15 minutes of backoff) are reported;
+# a Cassandra restart is well inside it.
+STREAM_WRITE_ATTEMPTS = 40
+
+
+class StreamOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--rules", default="table",
+                            help="'table': the rules table, re-read while running "
+                                 "(default); or a rules YAML file")
+        parser.add_argument("--rules_refresh_seconds", type=float, default=30.0)
+        parser.add_argument("--model_dir", help="a model folder written by `train`")
+        parser.add_argument("--start_from", default=EARLIEST, choices=(EARLIEST, COMMITTED),
+                            help="where reading starts: the earliest retained offsets "
+                                 "(rebuilds account histories; default) or the group's "
+                                 "committed ones")
+        parser.add_argument("--bounded", action="store_true",
+                            help="read to the topics' current ends, then finish")
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    read: int
+    scored: int
+    flagged: int
+    dead_lettered: int
+    rows_written: int
+    rows_failed: int
+    seconds: float
+
+    def __str__(self) -> str:
+        return (f"read {self.read}, scored {self.scored}, flagged {self.flagged}, "
+                f"dead-lettered {self.dead_lettered}; Cassandra rows written "
+                f"{self.rows_written}, failed {self.rows_failed}; {self.seconds:.1f}s")
+
+
+def alert_message(scored: ScoredTransaction) -> tuple[str, dict[str, Any]]:
+    tx = scored.transaction
+    return tx.account_id, {
+        "transaction_id": tx.transaction_id, "event_time": tx.event_time,
+        "bank_id": tx.bank_id, "user_id": tx.user_id, "account_id": tx.account_id,
+        "counterparty_id": tx.counterparty_id, "amount_cents": tx.amount_cents,
+        "currency": tx.currency, "score": scored.score, "reasons": list(scored.reasons),
+        "late": scored.late, "model_version": scored.model_version}
+
+
+def dead_letter_message(letter: DeadLetter) -> tuple[str | None, dict[str, Any]]:
+    return None, {**letter.to_dict(), "position": letter.position}
+
+
+def _rules(opts: StreamOptions, settings: Settings):
+    if opts.rules == "table":
+        from fraud_detection.store.keyspace import connect
+        from fraud_detection.store.rules import StoredRules, stored_rules
+
+        store = connect(settings)
+        try:
+            if not stored_rules(store):
+                raise UsageError("the rules table is empty; load rules first with "
+                                 "`python -m fraud_detection rules load FILE`")
+        finally:
+            store.close()
+        return StoredRules(settings, opts.rules_refresh_seconds)
+    path = Path(opts.rules)
+    if not path.is_file():
+        raise UsageError(f"--rules: no such file: {path}")
+    return load_rules(path)
+
+
+def run(argv: list[str], settings: Settings) -> StreamSummary:
+    options = PipelineOptions(argv)
+    if not options.view_as(StandardOptions).runner:
+        options.view_as(StandardOptions).runner = "PrismRunner"  # the local streaming one
+    options = with_local_runner(options)
+    opts = options.view_as(StreamOptions)
+    options.view_as(StandardOptions).streaming = not opts.bounded
+    rules = _rules(opts, settings)
+    model_dir = Path(opts.model_dir) if opts.model_dir else None
+    ensure_topics(settings, {settings.topic_transactions: TRANSACTION_PARTITIONS,
+                             settings.topic_labels: 1, settings.topic_alerts: 1,
+                             settings.topic_dead_letters: 1})
+    source = f"kafka:{settings.topic_transactions}"
+    started = time.monotonic()
+    pipeline = beam.Pipeline(options=options)
+    messages = (pipeline
+                | "ReadTransactions" >> ReadFromKafka(
+                    settings.kafka_bootstrap, [settings.topic_transactions], GROUP_ID,
+                    bounded=opts.bounded, start_from=opts.start_from)
+                | "Raw" >> beam.Map(lambda m: (m.position, m.timestamp_ms, m.value)))
+    checked = messages | "Validate" >> ValidateMessages(source)
+    accounts = checked[VALID] | "KnownAccounts" >> KnownAccounts(settings, source)
+    labels = (pipeline
+              | "ReadLabels" >> ReadFromKafka(
+                  settings.kafka_bootstrap, [settings.topic_labels], GROUP_ID,
+                  bounded=opts.bounded, start_from=opts.start_from, idle_follows_clock=True)
+              | "RawLabels" >> beam.Map(lambda m: (m.position, m.timestamp_ms, m.value))
+              | "ValidateLabels" >> beam.ParDo(
+                  ValidateLabelFn(f"kafka:{settings.topic_labels}")).with_outputs(
+                      DEAD_LETTERS, main=VALID))
+    scored = accounts["known"] | "Detect" >> DetectFraud(
+        rules, settings.fraud_threshold, model_dir=model_dir, labels=labels[VALID])
+    dead = ((checked[DEAD_LETTERS], accounts["unknown"], labels[DEAD_LETTERS])
+            | "DeadLetters" >> beam.Flatten())
+    failed = [
+        scored | "WriteTransactions" >> WriteToCassandra(
+            settings, scored_transaction_rows, max_attempts=STREAM_WRITE_ATTEMPTS),
+        dead | "WriteDeadLetters" >> WriteToCassandra(
+            # Each letter carries its message's time, so a re-read writes the same row.
+            settings, lambda letter: [dead_letter_row(letter)],
+            max_attempts=STREAM_WRITE_ATTEMPTS),
+    ]
+    _ = (scored
+         | "Flagged" >> beam.Filter(lambda s: s.flagged)
+         | "Alerts" >> WriteToKafka(settings, settings.topic_alerts, alert_message))
+    _ = dead | "DeadLetterTopic" >> WriteToKafka(settings, settings.topic_dead_letters,
+                                                 dead_letter_message)
+    _ = (failed
+         | "Failed" >> beam.Flatten()
+         | "LogFailed" >> beam.Map(lambda f: print(f"write failed: {f.table}: {f.error}",
+                                                   flush=True)))
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    except KeyboardInterrupt:
+        result.cancel()
+        raise
+    return StreamSummary(
+        read=counter_value(result, "read"), scored=counter_value(result, "scored"),
+        flagged=counter_value(result, "flagged"),
+        dead_lettered=counter_value(result, "dead_lettered"),
+        rows_written=counter_value(result, "rows_written"),
+        rows_failed=counter_value(result, "rows_failed"), seconds=time.monotonic() - started)
