@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from apache_beam.options.pipeline_options import (
+    DebugOptions,
     PipelineOptions,
     PortableOptions,
     PrismRunnerOptions,
     StandardOptions,
 )
 
-from fraud_detection.stack.runners import JOB_STREAM_TIMEOUT_SECONDS
+from fraud_detection.stack.runners import JOB_STREAM_TIMEOUT_SECONDS, PRISM_NO_SPLIT
 
 PORTABLE_DEFAULT_TIMEOUT = 300
 
@@ -40,6 +41,9 @@ def with_local_runner(options: PipelineOptions) -> PipelineOptions:
         standard.runner = "PrismRunner"
         prism.prism_location = str(prism_binary())
     if standard.runner == "PrismRunner":
+        debug = options.view_as(DebugOptions)
+        if PRISM_NO_SPLIT not in (debug.experiments or []):
+            debug.add_experiment(PRISM_NO_SPLIT)
         portable = options.view_as(PortableOptions)
         if portable.job_server_timeout == PORTABLE_DEFAULT_TIMEOUT:
             portable.job_server_timeout = JOB_STREAM_TIMEOUT_SECONDS

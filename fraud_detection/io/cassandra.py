@@ -199,7 +199,7 @@ class _KnownAccountsFn(beam.DoFn):
 
         account = transaction.account_id
         if account not in self.known:
-            if self.store.session.execute(self.query, (account,)).one() is None:
+            if self._lookup(account) is None:
                 self.rejected.inc()
                 yield beam.pvalue.TaggedOutput("unknown", DeadLetter(
                     self.source, (f"account_id: unknown account {account!r}",),
@@ -207,6 +207,18 @@ class _KnownAccountsFn(beam.DoFn):
                 return
             self.known.add(account)
         yield transaction
+
+    def _lookup(self, account: str):
+        # A node restarting must not fail the bundle (Prism would end the job): wait.
+        retryable = _retryable()
+        for attempt in range(1, 41):
+            try:
+                return self.store.session.execute(self.query, (account,)).one()
+            except retryable:
+                if attempt == 40:
+                    raise
+                time.sleep(min(0.25 * 2 ** (attempt - 1), 30.0))
+        return None
 
     def teardown(self) -> None:
         self.store.close()

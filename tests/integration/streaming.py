@@ -1,0 +1,82 @@
+"""Helpers for the live streaming tests: the pipeline as a real process, a world's
+expected outcomes, and waiting for Cassandra to hold them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fraud_detection.config import Settings
+from fraud_detection.io.parquet import read_transactions
+from fraud_detection.store.keyspace import Store
+from fraud_detection.transforms import columnar
+from fraud_detection.transforms.rules import load_rules
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTING_NAMES = ("kafka_bootstrap", "cassandra_port", "cassandra_keyspace", "redis_port",
+                 "topic_transactions", "topic_alerts", "topic_dead_letters", "topic_labels")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in SETTING_NAMES:
+        env[f"FRAUD_{name.upper()}"] = str(getattr(settings, name))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_stream(settings: Settings, log: Path) -> subprocess.Popen:
+    """`python -m fraud_detection stream` in its own process group (with its Prism)."""
+    return subprocess.Popen([sys.executable, "-m", "fraud_detection", "stream"], cwd=ROOT,
+                            env=settings_env(settings), stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_stream(process: subprocess.Popen) -> None:
+    """SIGKILL to the whole group: no clean shutdown, as in a crash."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(30)
+
+
+def expected_outcomes(root: Path, threshold: float) -> dict[str, tuple]:
+    """What the batch path scores each transaction of the world as."""
+    table = read_transactions(root)
+    scored = columnar.score_table(table, load_rules(), threshold,
+                                  columnar.counterparty_days(table))
+    return {r["transaction_id"]: (r["score"], r["flagged"], r["reasons"], r["late"])
+            for r in scored.select(["transaction_id", "score", "flagged", "reasons",
+                                    "late"]).to_pylist()}
+
+
+def stored_outcomes(store: Store) -> dict[str, tuple]:
+    rows = store.execute("SELECT transaction_id, score, flagged, reasons, late "
+                         "FROM transactions", fetch_size=5000)
+    return {r.transaction_id: (r.score, r.flagged, list(r.reasons or []), r.late)
+            for r in rows}
+
+
+def count_rows(store: Store, table: str = "transactions") -> int:
+    return store.execute(f"SELECT count(*) FROM {table}").one()[0]
+
+
+def wait_for_rows(store: Store, wanted: int, timeout: float, process=None,
+                  log: Path | None = None) -> int:
+    """Waits until the transactions table holds `wanted` rows; fails with the pipeline's
+    log tail if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        have = count_rows(store)
+        if have >= wanted:
+            return have
+        died = process is not None and process.poll() is not None
+        if died or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-3000:] if log else ""
+            raise AssertionError(f"{have} of {wanted} rows "
+                                 f"({'pipeline exited' if died else 'timed out'})\n{tail}")
+        time.sleep(1)

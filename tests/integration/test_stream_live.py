@@ -1,0 +1,89 @@
+"""The streaming pipeline as a live process on Prism, fed by a streamer: killed mid-stream
+and started again, and Cassandra restarted under it, every transaction is still stored
+exactly once with the scores the batch path gives, and balances are those of replaying
+the transactions in order."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from fraud_detection import stack as local_stack
+from fraud_detection.beam_pipelines import stream
+from fraud_detection.io.kafka import ensure_topics
+from fraud_detection.store import queries
+from fraud_detection.store.keyspace import connect
+from fraud_detection.store.rules import save_rules
+from fraud_detection.store.streamer_state import StreamerState
+from fraud_detection.streamers.config import streamer_config
+from fraud_detection.streamers.runner import Streamer
+from fraud_detection.transforms.rules import load_rules
+from tests.integration.streaming import (
+    expected_outcomes,
+    kill_stream,
+    start_stream,
+    stored_outcomes,
+    wait_for_rows,
+)
+from tests.integration.worlds import write_entities
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 900  # Prism runs a timer per event: about 60 to 80 transactions a second here
+
+
+def test_killed_pipeline_and_restarted_cassandra_lose_and_repeat_nothing(
+        stack, small_world, keyspace_for, tmp_path) -> None:
+    run = uuid.uuid4().hex[:8]
+    settings = keyspace_for(
+        "test_stream_live", kafka_bootstrap=stack.kafka_bootstrap,
+        redis_port=stack.ports.redis, topic_transactions=f"tx-{run}",
+        topic_alerts=f"alerts-{run}", topic_dead_letters=f"dead-{run}",
+        topic_labels=f"labels-{run}")
+    store = connect(settings)
+    save_rules(store, load_rules())
+    write_entities(settings, small_world)
+    ensure_topics(settings, {settings.topic_transactions: stream.TRANSACTION_PARTITIONS})
+    expected = expected_outcomes(small_world.root, settings.fraud_threshold)
+    log = tmp_path / "stream.log"
+
+    name = f"live-{run}"
+    config = streamer_config({"name": name, "source": "parquet", "path": str(small_world.root),
+                              "topic": settings.topic_transactions, "rate": 200}, "")
+    state = StreamerState(settings)
+    state.register(name, config.to_dict())
+    streamer = threading.Thread(target=Streamer(config, settings, state).run, daemon=True)
+    pipeline = start_stream(settings, log)
+    try:
+        streamer.start()
+        wait_for_rows(store, len(expected) // 4, TIMEOUT, pipeline, log)
+        kill_stream(pipeline)  # a crash: no drain, nothing flushed
+
+        pipeline = start_stream(settings, log)
+        wait_for_rows(store, len(expected) // 2, TIMEOUT, pipeline, log)
+        assert local_stack.stop_node(1)
+        time.sleep(5)  # writes fail meanwhile and are retried
+        local_stack.start_node(1)
+
+        wait_for_rows(store, len(expected), TIMEOUT, pipeline, log)
+        streamer.join(60)
+        time.sleep(5)  # anything extra would have landed by now
+        assert stored_outcomes(store) == expected  # each once, scored as in batch
+        for account_id, cents in _replayed_balances(small_world).items():
+            assert queries.balance(store, account_id).balance_cents == cents, account_id
+    finally:
+        kill_stream(pipeline)
+        state.forget(name)
+        store.close()
+
+
+def _replayed_balances(world) -> dict[str, int]:
+    last: dict[str, int] = {}
+    for scored in sorted(world.scored, key=lambda s: s.transaction.event_time):
+        tx = scored.transaction
+        if tx.balance_after_cents is not None:
+            last[tx.account_id] = tx.balance_after_cents
+    return last
