@@ -62,7 +62,14 @@ def stored_outcomes(store: Store) -> dict[str, tuple]:
 
 
 def count_rows(store: Store, table: str = "transactions") -> int:
-    return store.execute(f"SELECT count(*) FROM {table}").one()[0]
+    """The table's row count; -1 while Cassandra cannot answer (a node restarting)."""
+    from cassandra import OperationTimedOut, ReadTimeout, Unavailable
+    from cassandra.cluster import NoHostAvailable
+
+    try:
+        return store.execute(f"SELECT count(*) FROM {table}").one()[0]
+    except (NoHostAvailable, OperationTimedOut, ReadTimeout, Unavailable):
+        return -1
 
 
 def wait_for_rows(store: Store, wanted: int, timeout: float, process=None,
