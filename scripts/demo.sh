@@ -18,3 +18,31 @@ echo "== score it and write everything to Cassandra (transactions by every reade
 fd batch --input out/demo -- --runner=FnApiRunner
 echo "== evaluate the model, the rules and the seed rule on it (time split)"
 fd evaluate --input out/demo --train-days 15 --delay-days 3 --test-days 12 --k 10
+echo "== load the rules into Cassandra, where the streaming pipeline re-reads them while it runs"
+fd rules load fraud_detection/transforms/default_rules.yaml
+echo "== build Prism, Beam's local streaming runner (first run: ~2 min)"
+fd stack runners --only prism
+mkdir -p out/logs out/run
+for name in stream streamers; do
+  if [ -f "out/run/$name.pid" ]; then kill -- "-$(cat "out/run/$name.pid")" 2>/dev/null || true; fi
+done
+echo "== start the streaming pipeline on Prism (log: out/logs/stream.log)"
+setsid .venv/bin/python -m fraud_detection stream > out/logs/stream.log 2>&1 < /dev/null &
+echo $! > out/run/stream.pid
+cat > out/demo-streamers.yaml <<'YAML'
+streamers:
+  - name: demo
+    source: parquet
+    path: out/demo
+    topic: transactions
+    rate: 200
+YAML
+echo "== start a streamer replaying the demo world into Kafka at 200 tx/s (state in Redis)"
+setsid .venv/bin/python -m fraud_detection streamers start --file out/demo-streamers.yaml \
+  > out/logs/streamers.log 2>&1 < /dev/null &
+echo $! > out/run/streamers.pid
+sleep 60
+fd streamers status
+echo "Streaming: the pipeline rescoring the replayed transactions live into the same rows."
+echo "Pause/resume/stop the streamer: fd streamers disable|enable|interrupt demo"
+echo "Stop both: kill -- -\$(cat out/run/stream.pid) -\$(cat out/run/streamers.pid)"
