@@ -20,6 +20,7 @@ setup(
         "pyyaml==6.*",
         "tqdm==4.*",
         "scikit-learn==1.*",
+        "argon2-cffi==25.*",
     ],
     extras_require={
         "dev": [

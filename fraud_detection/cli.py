@@ -251,6 +251,40 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if summary.rows_failed else 0
 
 
+def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    import subprocess
+
+    app = Path(__file__).resolve().parents[1] / "streamlit_app" / "Home.py"
+    if not app.is_file():
+        raise UsageError(f"no dashboard at {app} (run from a clone of the repository)")
+    command = [sys.executable, "-m", "streamlit", "run", str(app),
+               "--server.port", str(args.port), "--server.headless", "true",
+               "--browser.gatherUsageStats", "false"]
+    return subprocess.call(command)
+
+
+def cmd_logins(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from fraud_detection.store.keyspace import connect
+    from fraud_detection.store.logins import add_login
+
+    password = os.environ.get(args.password_env)
+    if not password:
+        raise UsageError(f"set the password in the environment variable {args.password_env} "
+                         "(never on the command line)")
+    store = connect(settings)
+    try:
+        viewer = add_login(store, args.username, password, args.role, args.user_id,
+                           args.bank_id)
+    finally:
+        store.close()
+    print(f"login {viewer.username}: {viewer.role}"
+          + (f" of user {viewer.user_id}" if viewer.user_id else "")
+          + (f" of bank {viewer.bank_id}" if viewer.bank_id else ""))
+    return 0
+
+
 def cmd_streamers(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_detection.store.streamer_state import StreamerState
 
@@ -501,6 +535,21 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
                       help="read to the topics' current ends, then finish (catch-up, tests)")
     stre.add_argument("beam_args", nargs=argparse.REMAINDER,
                       help="Beam pipeline options after --, e.g. -- --runner=PrismRunner")
+
+    dash = command("dashboard", cmd_dashboard,
+                   "run the Streamlit dashboard (customers, banks, analysts, operators)")
+    dash.add_argument("--port", type=int, default=8501)
+
+    lgn = command("logins", cmd_logins, "add a dashboard login with a role (password from "
+                                        "an environment variable)")
+    lgn.add_argument("action", choices=("add",))
+    lgn.add_argument("username")
+    lgn.add_argument("--role", required=True, choices=("customer", "bank", "analyst", "admin"))
+    lgn.add_argument("--user-id", help="the user a customer login sees")
+    lgn.add_argument("--bank-id", help="the bank a bank login sees")
+    lgn.add_argument("--password-env", default="FRAUD_LOGIN_PASSWORD",
+                     help="environment variable holding the password "
+                          "(default FRAUD_LOGIN_PASSWORD)")
 
     stm = command("streamers", cmd_streamers,
                   "replay transaction sources into Kafka at a rate; pause, resume, stop, status")

@@ -44,6 +44,7 @@ FRAUD_LABELS = (
     "spending_spike",
     "structuring",
     "paysim_fraud",
+    "analyst_confirmed",  # an alert an analyst confirmed (the labels topic)
 )
 
 # 10 billion in major units: larger is a data error, not a payment.

@@ -444,3 +444,38 @@ def ensure_topics(settings: Settings, topics: Mapping[str, int]) -> None:
                 admin.create_topics(missing)
     finally:
         admin.close()
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    partition: int
+    end: int
+    committed: int | None
+
+    @property
+    def lag(self) -> int:
+        return self.end - (self.committed or 0)
+
+
+def consumer_lag(settings: Settings, group_id: str, topic: str) -> list[PartitionLag]:
+    """Per partition: the end offset, the group's committed offset, and the difference."""
+    from kafka import TopicPartition
+
+    consumer = _consumer(settings.kafka_bootstrap, group_id)
+    try:
+        tps = [TopicPartition(topic, p)
+               for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = consumer.end_offsets(tps) if tps else {}
+        return [PartitionLag(tp.partition, ends[tp], consumer.committed(tp)) for tp in tps]
+    finally:
+        consumer.close()
+
+
+def publish(settings: Settings, topic: str, key: str | None, record: Mapping[str, Any]) -> None:
+    """One message, acknowledged before returning (the dashboard's labels)."""
+    sender = KafkaSender(settings)
+    try:
+        sender.send(topic, key, encode_record(record), event_millis(record))
+        sender.flush()
+    finally:
+        sender.close()

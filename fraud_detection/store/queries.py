@@ -399,3 +399,11 @@ def table_contents(store: Store, table: str) -> list[tuple]:
         raise ValueError(f"not a table of ours: {table!r}")
     rows = store.execute(f"SELECT * FROM {table}", fetch_size=5000)
     return sorted((tuple(row) for row in rows), key=repr)
+
+
+def latest_activity_day(store: Store, sample: int = 1000) -> dt.date | None:
+    """The newest day among a sample of account balances: a default day for screens that
+    show one day (the data may be a replay of another year)."""
+    rows = store.execute("SELECT as_of_us FROM account_balances LIMIT ?", (sample,))
+    newest = max((r.as_of_us for r in rows if r.as_of_us is not None), default=None)
+    return None if newest is None else from_epoch_micros(newest).date()

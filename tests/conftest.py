@@ -1,4 +1,4 @@
-"""Integration tests against the real local services of fraud_detection.stack.
+"""Fixtures for the tests against the real local services of fraud_detection.stack.
 
 The session brings the default stack up once, or reuses one that is already running,
 and takes it down at the end only if it started it. A service that cannot start fails

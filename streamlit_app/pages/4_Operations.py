@@ -1,0 +1,68 @@
+"""Streamers (the same Redis control as the CLI), pipeline lag, and dead letters."""
+
+import datetime as dt
+import time
+
+import pandas as pd
+import streamlit as st
+
+from fraud_detection.beam_pipelines.stream import GROUP_ID
+from fraud_detection.dashboard import require, settings, store
+from fraud_detection.io.kafka import consumer_lag
+from fraud_detection.store import queries
+from fraud_detection.store.streamer_state import StreamerState, StreamerStateError
+
+st.set_page_config(page_title="Operations", layout="wide")
+require("analyst", "admin")
+st.title("Operations")
+
+st.subheader("Streamers")
+try:
+    state = StreamerState(settings())
+    statuses = state.all()
+except StreamerStateError as error:
+    st.error(str(error))
+    statuses, state = [], None
+if statuses:
+    st.dataframe(pd.DataFrame([{
+        "name": s.name, "status": s.status, "command": s.command,
+        "source": s.config.get("source"), "topic": s.config.get("topic"),
+        "target tx/s": s.config.get("rate"), "rate tx/s": s.rate, "sent": s.sent,
+        "last row": s.last_row, "last report": f"{time.time() - s.updated:.0f}s ago",
+        "error": s.error} for s in statuses]), hide_index=True)
+    name = st.selectbox("Streamer", [s.name for s in statuses], key="streamer")
+    columns = st.columns(3)
+    for column, (label, command) in zip(columns, (("Resume", "run"), ("Pause", "pause"),
+                                                   ("Stop", "stop")), strict=True):
+        if column.button(label, key=f"streamer-{command}"):
+            state.command(name, command)
+            st.success(f"{name}: asked to {command}.")
+    st.caption("Start streamers with `python -m fraud_detection streamers start`.")
+else:
+    st.info("No streamers registered.")
+
+st.subheader("Streaming pipeline")
+try:
+    lags = consumer_lag(settings(), GROUP_ID, settings().topic_transactions)
+    now = time.time()
+    committed = sum(p.committed or 0 for p in lags)
+    before = st.session_state.get("committed_before")
+    st.session_state["committed_before"] = (now, committed)
+    rate = (committed - before[1]) / (now - before[0]) if before and now > before[0] else None
+    st.metric("Lag (messages behind)", sum(p.lag for p in lags),
+              help="end offsets minus the offsets the pipeline has committed")
+    st.metric("Throughput (tx/s since the last refresh)",
+              "-" if rate is None else f"{rate:.0f}")
+    st.dataframe(pd.DataFrame([{"partition": p.partition, "end": p.end,
+                                "committed": p.committed, "lag": p.lag} for p in lags]),
+                 hide_index=True)
+except Exception as error:  # Kafka down or the topic not there yet: say so, keep the page
+    st.warning(f"Kafka: {error}")
+
+st.subheader("Dead letters")
+source = st.text_input("Source", value=f"kafka:{settings().topic_transactions}", key="source")
+day = st.date_input("Day received", value=dt.date.today(), key="dead_day")
+letters = queries.dead_letters_on(store(), source, day, 100).items
+st.dataframe(pd.DataFrame([{"received": d.received_at, "reason": d.letter.reason,
+                            "raw": d.letter.raw[:200]} for d in letters],
+                          columns=["received", "reason", "raw"]), hide_index=True)

@@ -1,0 +1,166 @@
+"""Every dashboard page through Streamlit's AppTest against the real Cassandra, seeded by
+the batch pipeline: the right rows appear, roles are enforced, an analyst's verdict is
+written to Cassandra and to the labels topic."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+from streamlit.testing.v1 import AppTest
+
+from fraud_detection.beam_pipelines import batch
+from fraud_detection.store import labels, queries
+from fraud_detection.store.keyspace import connect
+from fraud_detection.store.logins import add_login, log_in
+from fraud_detection.store.rules import save_rules
+from fraud_detection.transforms.rules import load_rules
+from tests.integration.streaming import SETTING_NAMES
+
+pytestmark = pytest.mark.integration
+
+APP = Path(__file__).resolve().parents[2] / "streamlit_app"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="module")
+def seeded(stack, small_world, keyspace_for):
+    run = uuid.uuid4().hex[:8]
+    settings = keyspace_for("test_app", kafka_bootstrap=stack.kafka_bootstrap,
+                            redis_port=stack.ports.redis, topic_labels=f"labels-{run}")
+    summary = batch.run(["--input", str(small_world.root), "--runner=FnApiRunner"], settings)
+    assert summary.rows_failed == 0 and summary.flagged > 0
+    store = connect(settings)
+    save_rules(store, load_rules())
+    customer = small_world.users[0]
+    bank = small_world.banks[0]
+    add_login(store, "cust", PASSWORD, "customer", user_id=customer.user_id)
+    add_login(store, "bank", PASSWORD, "bank", bank_id=bank.bank_id)
+    add_login(store, "ana", PASSWORD, "analyst")
+    add_login(store, "root", PASSWORD, "admin")
+    mp = pytest.MonkeyPatch()
+    for name in SETTING_NAMES:  # the app reads its settings from the environment
+        mp.setenv(f"FRAUD_{name.upper()}", str(getattr(settings, name)))
+    yield settings, store, customer, bank
+    mp.undo()
+    store.close()
+
+
+def _page(path: str, viewer_name: str, store) -> AppTest:
+    app = AppTest.from_file(str(APP / path), default_timeout=60)
+    app.session_state["viewer"] = log_in(store, viewer_name, PASSWORD)
+    return app.run()
+
+
+def _texts(app: AppTest) -> str:
+    parts = [e.value for kind in ("title", "subheader", "markdown", "caption", "error",
+                                  "success", "warning", "info") for e in app.get(kind)]
+    for frame in app.dataframe:
+        parts.append(frame.value.to_csv())
+    return "\n".join(str(p) for p in parts)
+
+
+def test_login_with_the_right_password_only(seeded) -> None:
+    app = AppTest.from_file(str(APP / "Home.py"), default_timeout=60).run()
+    app.text_input(key="username").input("cust")
+    app.text_input(key="password").input("wrong password")
+    app.button[0].click().run()
+    assert "Wrong username or password" in _texts(app)
+    app.text_input(key="password").input(PASSWORD)
+    app.button[0].click().run()
+    assert app.session_state["viewer"].role == "customer"
+
+
+def test_customer_page_shows_their_accounts_transactions_and_anomalies(seeded) -> None:
+    _settings, store, customer, _ = seeded
+    app = _page("pages/1_Customer.py", "cust", store)
+    text = _texts(app)
+    assert customer.name in text
+    for account in queries.accounts_of_user(store, customer.user_id):
+        assert account.account_id in text
+    newest = queries.transactions_of_user(store, customer.user_id, 100).items
+    assert newest and all(s.transaction.transaction_id in text for s in newest[:10])
+
+
+def test_customer_asking_for_another_user_is_refused(seeded) -> None:
+    _, store, _customer, _ = seeded
+    app = _page("pages/1_Customer.py", "cust", store)
+    app.text_input(key="user_id").input("somebody-else").run()
+    assert any("Refused" in e.value for e in app.error)
+    assert "somebody-else" not in "".join(f.value.to_csv() for f in app.dataframe)
+
+
+def test_bank_page_shows_its_transactions_frauds_and_benford(seeded, small_world) -> None:
+    _, store, _, bank = seeded
+    app = _page("pages/2_Bank.py", "bank", store)
+    day = app.date_input(key="day").value
+    text = _texts(app)
+    assert bank.name in text
+    shown = queries.bank_transactions_on(store, bank.bank_id, day, 50).items
+    assert shown and all(s.transaction.transaction_id in text for s in shown)
+    for fraud in queries.bank_frauds_on(store, bank.bank_id, day).items:
+        assert fraud.transaction.transaction_id in text
+    assert "MAD" in text and len(app.get("vega_lite_chart")) == 2  # frauds per day, Benford
+    other = next((b for b in small_world.banks if b.bank_id != bank.bank_id), None)
+    if other is not None:
+        assert other.name not in text  # a bank sees only itself
+
+
+def test_analyst_confirms_an_alert_into_cassandra_and_the_labels_topic(seeded) -> None:
+    settings, store, _, _ = seeded
+    app = _page("pages/3_Analyst.py", "ana", store)
+    chosen = app.selectbox(key="alert").value
+    app.button(key="confirm").click().run()
+    verdict = labels.verdict_of(store, chosen)
+    assert verdict is not None and verdict.verdict == labels.CONFIRMED
+    assert verdict.analyst == "ana"
+    consumer = KafkaConsumer(settings.topic_labels, bootstrap_servers=settings.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    sent = [json.loads(m.value) for m in consumer]
+    consumer.close()
+    assert [m["transaction_id"] for m in sent] == [chosen]
+    assert sent[0]["label"] == labels.CONFIRMED_LABEL
+
+
+def test_operations_page_shows_streamers_and_dead_letters(seeded) -> None:
+    settings, store, _, _ = seeded
+    from fraud_detection.store.streamer_state import StreamerState
+
+    state = StreamerState(settings)
+    name = f"ui-{uuid.uuid4().hex[:6]}"
+    state.register(name, {"source": "generator", "topic": "t", "rate": 5})
+    try:
+        app = _page("pages/4_Operations.py", "ana", store)
+        assert name in _texts(app)
+        app.selectbox(key="streamer").select(name).run()
+        app.button(key="streamer-pause").click().run()
+        assert state.get(name).command == "pause"
+    finally:
+        state.forget(name)
+
+
+def test_admin_adds_a_bank_and_pauses_a_rule(seeded) -> None:
+    _, store, _, _ = seeded
+    app = _page("pages/5_Admin.py", "root", store)
+    bank_id = f"b-{uuid.uuid4().hex[:6]}"
+    app.text_input(key="bank-bank_id").input(bank_id)
+    app.text_input(key="bank-name").input("Admin Bank")
+    app.text_input(key="bank-country").input("DE")
+    app.text_input(key="bank-currency").input("EUR")
+    app.button[0].click().run()
+    assert queries.bank(store, bank_id).name == "Admin Bank"
+    rule = load_rules()[0].rule_id
+    app.button(key=f"pause-{rule}").click().run()
+    assert next(r for r in __import__("fraud_detection.store.rules", fromlist=["x"])
+                .stored_rules(store) if r.rule_id == rule).paused
+
+
+def test_pages_refuse_the_wrong_role(seeded) -> None:
+    _, store, _, _ = seeded
+    app = _page("pages/5_Admin.py", "cust", store)
+    assert any("for admin logins" in e.value for e in app.error)
+    app = _page("pages/3_Analyst.py", "bank", store)
+    assert any("for analyst, admin logins" in e.value for e in app.error)
