@@ -27,6 +27,7 @@ setup(
             "pytest==9.*",
             "hypothesis==6.*",
             "ruff==0.17.*",
+            "selenium==4.*",
         ],
     },
     entry_points={"console_scripts": ["fraud-detection=fraud_detection.cli:main"]},
