@@ -13,7 +13,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.window import GlobalWindows
 
-from fraud_detection.beam_pipelines.options import InputOptions, counter_value, with_local_runner
+from fraud_detection.beam_pipelines.options import (
+    DetectOptions,
+    InputOptions,
+    counter_value,
+    with_local_runner,
+)
 from fraud_detection.beam_pipelines.validate import input_pattern
 from fraud_detection.config import Settings
 from fraud_detection.errors import UsageError
@@ -30,7 +35,7 @@ from fraud_detection.transforms.columnar import scored_records, table_of
 from fraud_detection.transforms.detect import DEFAULT_SHARDS, DetectFraudTables
 from fraud_detection.transforms.ordered import at_event_time
 from fraud_detection.transforms.parse import ValidateTransactions
-from fraud_detection.transforms.rules import DEFAULT_RULES_FILE, load_rules
+from fraud_detection.transforms.rules import load_rules
 
 ENTITY_KINDS = ("banks", "users", "accounts", "merchants")
 
@@ -38,9 +43,6 @@ ENTITY_KINDS = ("banks", "users", "accounts", "merchants")
 class BatchOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--model_dir", help="a model folder written by `train`; "
-                                                "without it detection runs on rules alone")
-        parser.add_argument("--rules", default=str(DEFAULT_RULES_FILE), help="rules YAML")
         parser.add_argument("--shards", type=int, default=DEFAULT_SHARDS,
                             help="groups of accounts scored together; a few per worker")
 
@@ -70,10 +72,11 @@ def _dataset_root(input_value: str) -> Path | None:
 def run(argv: list[str], settings: Settings) -> BatchSummary:
     options = with_local_runner(PipelineOptions(argv))
     opts = options.view_as(BatchOptions)
+    detect = options.view_as(DetectOptions)
     source = options.view_as(InputOptions).input
     pattern = input_pattern(source)
-    rules = load_rules(Path(opts.rules))
-    model_dir = Path(opts.model_dir) if opts.model_dir else None
+    rules = load_rules(Path(detect.rules))
+    model_dir = Path(detect.model_dir) if detect.model_dir else None
     if opts.shards < 1:
         raise UsageError(f"--shards must be at least 1, got {opts.shards}")
     root = _dataset_root(source)

@@ -12,6 +12,7 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from fraud_detection.beam_pipelines.options import (
+    DetectOptions,
     InputOptions,
     counter_value,
     with_local_runner,
@@ -21,8 +22,8 @@ from fraud_detection.errors import UsageError
 from fraud_detection.model import MODEL_FEATURES, model_vector
 from fraud_detection.transforms.detect import FeatureTransactions
 from fraud_detection.transforms.parse import ValidateTransactions
-from fraud_detection.transforms.rules import DEFAULT_RULES_FILE, load_rules
 from fraud_detection.transforms.rules import evaluate as evaluate_rules
+from fraud_detection.transforms.rules import load_rules
 from fraud_detection.transforms.score import combine, rule_values
 
 FEATURE_TABLE_SCHEMA = pa.schema([
@@ -40,7 +41,6 @@ class FeatureOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         parser.add_argument("--features_out", help="path prefix of the feature Parquet files")
-        parser.add_argument("--rules", default=str(DEFAULT_RULES_FILE), help="rules YAML")
 
 
 def feature_row(featured, rules) -> dict:
@@ -67,7 +67,7 @@ def run(argv: list[str] | None = None) -> FeatureSummary:
     pattern = input_pattern(options.view_as(InputOptions).input)
     if not opts.features_out:
         raise UsageError("--features_out is required")
-    rules = load_rules(Path(opts.rules))
+    rules = load_rules(Path(options.view_as(DetectOptions).rules))
     started = time.monotonic()
     with beam.Pipeline(options=options) as pipeline:
         checked = (pipeline

@@ -19,6 +19,21 @@ PORTABLE_DEFAULT_TIMEOUT = 300
 LOCAL_RUNNER = "FnApiRunner"
 
 
+class DetectOptions(PipelineOptions):
+    """--rules and --model_dir, shared by every pipeline that detects. Defined once:
+    Beam parses every options class together and refuses two differing definitions."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        from fraud_detection.transforms.rules import DEFAULT_RULES_FILE
+
+        parser.add_argument("--rules", default=str(DEFAULT_RULES_FILE),
+                            help="rules YAML; `stream` also takes 'table': the rules "
+                                 "table, re-read while it runs")
+        parser.add_argument("--model_dir", help="a model folder written by `train`; "
+                                                "without it detection runs on rules alone")
+
+
 class InputOptions(PipelineOptions):
     """--input, shared by every pipeline that reads Parquet (one definition: Beam parses
     all options classes together)."""

@@ -17,7 +17,11 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from fraud_detection.beam_pipelines.options import counter_value, with_local_runner
+from fraud_detection.beam_pipelines.options import (
+    DetectOptions,
+    counter_value,
+    with_local_runner,
+)
 from fraud_detection.config import Settings
 from fraud_detection.errors import UsageError
 from fraud_detection.io.cassandra import KnownAccounts, WriteToCassandra
@@ -44,11 +48,7 @@ STREAM_WRITE_ATTEMPTS = 40
 class StreamOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--rules", default="table",
-                            help="'table': the rules table, re-read while running "
-                                 "(default); or a rules YAML file")
         parser.add_argument("--rules_refresh_seconds", type=float, default=30.0)
-        parser.add_argument("--model_dir", help="a model folder written by `train`")
         parser.add_argument("--start_from", default=EARLIEST, choices=(EARLIEST, COMMITTED),
                             help="where reading starts: the earliest retained offsets "
                                  "(rebuilds account histories; default) or the group's "
@@ -87,8 +87,8 @@ def dead_letter_message(letter: DeadLetter) -> tuple[str | None, dict[str, Any]]
     return None, {**letter.to_dict(), "position": letter.position}
 
 
-def _rules(opts: StreamOptions, settings: Settings):
-    if opts.rules == "table":
+def _rules(opts: StreamOptions, detect: DetectOptions, settings: Settings):
+    if detect.rules == "table":
         from fraud_detection.store.keyspace import connect
         from fraud_detection.store.rules import StoredRules, stored_rules
 
@@ -100,7 +100,7 @@ def _rules(opts: StreamOptions, settings: Settings):
         finally:
             store.close()
         return StoredRules(settings, opts.rules_refresh_seconds)
-    path = Path(opts.rules)
+    path = Path(detect.rules)
     if not path.is_file():
         raise UsageError(f"--rules: no such file: {path}")
     return load_rules(path)
@@ -112,9 +112,10 @@ def run(argv: list[str], settings: Settings) -> StreamSummary:
         options.view_as(StandardOptions).runner = "PrismRunner"  # the local streaming one
     options = with_local_runner(options)
     opts = options.view_as(StreamOptions)
+    detect = options.view_as(DetectOptions)
     options.view_as(StandardOptions).streaming = not opts.bounded
-    rules = _rules(opts, settings)
-    model_dir = Path(opts.model_dir) if opts.model_dir else None
+    rules = _rules(opts, detect, settings)
+    model_dir = Path(detect.model_dir) if detect.model_dir else None
     ensure_topics(settings, {settings.topic_transactions: TRANSACTION_PARTITIONS,
                              settings.topic_labels: 1, settings.topic_alerts: 1,
                              settings.topic_dead_letters: 1})

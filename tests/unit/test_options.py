@@ -1,0 +1,15 @@
+"""Every pipeline's options parse together, as Beam parses them (one process imports all)."""
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from fraud_detection.beam_pipelines import backfill, batch, features, stream, validate
+
+
+def test_all_pipeline_options_can_live_in_one_process() -> None:
+    assert backfill and validate and features
+    options = PipelineOptions(["--rules", "table", "--shards", "3", "--bounded",
+                               "--features_out", "x"])
+    values = options.get_all_options()
+    assert (values["rules"], values["shards"], values["bounded"]) == ("table", 3, True)
+    assert options.view_as(batch.BatchOptions).shards == 3
+    assert options.view_as(stream.StreamOptions).bounded
