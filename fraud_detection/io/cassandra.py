@@ -134,7 +134,10 @@ class _WriteRecordsFn(beam.DoFn):
 
     def _retry_errored(self) -> None:
         waited = 0.0
-        while self.errored:
+        # Only the rows that failed before this round: a resend that fails at once (no
+        # host up) waits for the next round's backoff instead of spinning through its
+        # attempts here.
+        for _ in range(len(self.errored)):
             table, values, attempt, exc = self.errored.popleft()
             if not isinstance(exc, self.retryable) or attempt >= self.max_attempts:
                 self.failures.inc()
