@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from fraud_detection.beam_pipelines import batch
+from fraud_detection.beam_pipelines.options import DetectSummary
 from fraud_detection.config import load_settings
 from fraud_detection.datagen.world import WorldConfig, generate
 from fraud_detection.stack.errors import StackError
@@ -27,7 +28,7 @@ from fraud_detection.store.keyspace import apply_schema, drop_keyspace
 KEYSPACE = "bench_batch"
 
 
-def run_batch(world: Path, runner_args: list[str], settings) -> batch.BatchSummary:
+def run_batch(world: Path, runner_args: list[str], settings) -> DetectSummary:
     drop_keyspace(settings)
     apply_schema(settings)
     return batch.run(["--input", str(world), *runner_args], settings)
@@ -43,7 +44,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     settings = load_settings({"cassandra_keyspace": KEYSPACE,
                               "cassandra_port": args.cassandra_port})
-    results: list[tuple[str, int, batch.BatchSummary | str]] = []
+    results: list[tuple[str, int, DetectSummary | str]] = []
     scratch = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     try:
         for size in sorted({*sizes, args.flink_rows}):

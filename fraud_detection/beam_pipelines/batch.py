@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import apache_beam as beam
@@ -15,8 +14,8 @@ from apache_beam.transforms.window import GlobalWindows
 
 from fraud_detection.beam_pipelines.options import (
     DetectOptions,
+    DetectSummary,
     InputOptions,
-    counter_value,
     with_local_runner,
 )
 from fraud_detection.beam_pipelines.validate import input_pattern
@@ -47,29 +46,13 @@ class BatchOptions(PipelineOptions):
                             help="groups of accounts scored together; a few per worker")
 
 
-@dataclass(frozen=True)
-class BatchSummary:
-    read: int
-    scored: int
-    flagged: int
-    dead_lettered: int
-    rows_written: int
-    rows_failed: int
-    seconds: float
-
-    def __str__(self) -> str:
-        return (f"read {self.read}, scored {self.scored}, flagged {self.flagged}, "
-                f"dead-lettered {self.dead_lettered}; Cassandra rows written "
-                f"{self.rows_written}, failed {self.rows_failed}; {self.seconds:.1f}s")
-
-
 def _dataset_root(input_value: str) -> Path | None:
     """The dataset folder of --input when it is one (its entities/ are loaded too)."""
     root = Path(input_value)
     return root if (root / ENTITIES_DIR).is_dir() else None
 
 
-def run(argv: list[str], settings: Settings) -> BatchSummary:
+def run(argv: list[str], settings: Settings) -> DetectSummary:
     options = with_local_runner(PipelineOptions(argv))
     opts = options.view_as(BatchOptions)
     detect = options.view_as(DetectOptions)
@@ -115,9 +98,4 @@ def run(argv: list[str], settings: Settings) -> BatchSummary:
              | "LogFailed" >> beam.io.WriteToText(
                  FileSystems.join("out", "failed-writes", "batch"), file_name_suffix=".txt"))
     result = pipeline.result
-    return BatchSummary(
-        read=counter_value(result, "read"), scored=counter_value(result, "scored"),
-        flagged=counter_value(result, "flagged"),
-        dead_lettered=counter_value(result, "dead_lettered"),
-        rows_written=counter_value(result, "rows_written"),
-        rows_failed=counter_value(result, "rows_failed"), seconds=time.monotonic() - started)
+    return DetectSummary.of(result, time.monotonic() - started)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from apache_beam.options.pipeline_options import (
     DebugOptions,
     PipelineOptions,
@@ -94,3 +96,27 @@ def _all_subclasses(cls: type) -> list[type]:
         found.append(sub)
         found.extend(_all_subclasses(sub))
     return found
+
+
+@dataclass(frozen=True)
+class DetectSummary:
+    """What a detecting pipeline (batch, stream) did, from its counters."""
+
+    read: int
+    scored: int
+    flagged: int
+    dead_lettered: int
+    rows_written: int
+    rows_failed: int
+    seconds: float
+
+    @classmethod
+    def of(cls, result, seconds: float) -> DetectSummary:
+        return cls(**{name: counter_value(result, name)
+                      for name in ("read", "scored", "flagged", "dead_lettered",
+                                   "rows_written", "rows_failed")}, seconds=seconds)
+
+    def __str__(self) -> str:
+        return (f"read {self.read}, scored {self.scored}, flagged {self.flagged}, "
+                f"dead-lettered {self.dead_lettered}; Cassandra rows written "
+                f"{self.rows_written}, failed {self.rows_failed}; {self.seconds:.1f}s")

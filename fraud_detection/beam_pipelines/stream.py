@@ -10,7 +10,6 @@ rebuilds every account's history, so the rows it rewrites are the same rows.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from fraud_detection.beam_pipelines.options import (
     DetectOptions,
-    counter_value,
+    DetectSummary,
     with_local_runner,
 )
 from fraud_detection.config import Settings
@@ -35,7 +34,13 @@ from fraud_detection.io.kafka import (
 from fraud_detection.records import DeadLetter, ScoredTransaction
 from fraud_detection.store.tables import dead_letter_row, scored_transaction_rows
 from fraud_detection.transforms.detect import DetectFraud
-from fraud_detection.transforms.parse import DEAD_LETTERS, VALID, ValidateLabelFn, ValidateMessages
+from fraud_detection.transforms.parse import (
+    DEAD_LETTERS,
+    VALID,
+    ValidateMessages,
+    at_labelled_time,
+    validate_label,
+)
 from fraud_detection.transforms.rules import load_rules
 
 GROUP_ID = "fraud-detection-stream"
@@ -55,22 +60,6 @@ class StreamOptions(PipelineOptions):
                                  "committed ones")
         parser.add_argument("--bounded", action="store_true",
                             help="read to the topics' current ends, then finish")
-
-
-@dataclass(frozen=True)
-class StreamSummary:
-    read: int
-    scored: int
-    flagged: int
-    dead_lettered: int
-    rows_written: int
-    rows_failed: int
-    seconds: float
-
-    def __str__(self) -> str:
-        return (f"read {self.read}, scored {self.scored}, flagged {self.flagged}, "
-                f"dead-lettered {self.dead_lettered}; Cassandra rows written "
-                f"{self.rows_written}, failed {self.rows_failed}; {self.seconds:.1f}s")
 
 
 def alert_message(scored: ScoredTransaction) -> tuple[str, dict[str, Any]]:
@@ -106,7 +95,7 @@ def _rules(opts: StreamOptions, detect: DetectOptions, settings: Settings):
     return load_rules(path)
 
 
-def run(argv: list[str], settings: Settings) -> StreamSummary:
+def run(argv: list[str], settings: Settings) -> DetectSummary:
     options = PipelineOptions(argv)
     if not options.view_as(StandardOptions).runner:
         options.view_as(StandardOptions).runner = "PrismRunner"  # the local streaming one
@@ -134,11 +123,11 @@ def run(argv: list[str], settings: Settings) -> StreamSummary:
                   settings.kafka_bootstrap, [settings.topic_labels], GROUP_ID,
                   bounded=opts.bounded, start_from=opts.start_from, idle_follows_clock=True)
               | "RawLabels" >> beam.Map(lambda m: (m.position, m.timestamp_ms, m.value))
-              | "ValidateLabels" >> beam.ParDo(
-                  ValidateLabelFn(f"kafka:{settings.topic_labels}")).with_outputs(
-                      DEAD_LETTERS, main=VALID))
+              | "ValidateLabels" >> ValidateMessages(
+                  f"kafka:{settings.topic_labels}", validate_label, counted=False))
     scored = accounts["known"] | "Detect" >> DetectFraud(
-        rules, settings.fraud_threshold, model_dir=model_dir, labels=labels[VALID])
+        rules, settings.fraud_threshold, model_dir=model_dir,
+        labels=labels[VALID] | "AtLabelledTime" >> beam.Map(at_labelled_time))
     dead = ((checked[DEAD_LETTERS], accounts["unknown"], labels[DEAD_LETTERS])
             | "DeadLetters" >> beam.Flatten())
     failed = [
@@ -164,9 +153,4 @@ def run(argv: list[str], settings: Settings) -> StreamSummary:
     except KeyboardInterrupt:
         result.cancel()
         raise
-    return StreamSummary(
-        read=counter_value(result, "read"), scored=counter_value(result, "scored"),
-        flagged=counter_value(result, "flagged"),
-        dead_lettered=counter_value(result, "dead_lettered"),
-        rows_written=counter_value(result, "rows_written"),
-        rows_failed=counter_value(result, "rows_failed"), seconds=time.monotonic() - started)
+    return DetectSummary.of(result, time.monotonic() - started)

@@ -208,20 +208,13 @@ class _ReadTopicFn(DoFn, RestrictionProvider):
     and marked late). Offsets go to the consumer group when the runner finalizes the
     bundle that read them, for lag reporting and `start_from=committed`."""
 
-    def __init__(self, bootstrap: str, group_id: str, start_from: str, bounded: bool,
-                 idle_seconds: float, poll_seconds: float, idle_follows_clock: bool) -> None:
-        self.idle_follows_clock = idle_follows_clock
-        self.bootstrap = bootstrap
-        self.group_id = group_id
-        self.start_from = start_from
-        self.bounded = bounded
-        self.idle_seconds = idle_seconds
-        self.poll_seconds = poll_seconds
+    def __init__(self, read: KafkaRead) -> None:
+        self.read = read
 
     def initial_restriction(self, topic: str) -> TopicRestriction:
         from kafka import TopicPartition
 
-        consumer = _consumer(self.bootstrap, self.group_id)
+        consumer = _consumer(self.read.bootstrap, self.read.group_id)
         try:
             tps = [TopicPartition(topic, p)
                    for p in sorted(consumer.partitions_for_topic(topic) or ())]
@@ -229,9 +222,9 @@ class _ReadTopicFn(DoFn, RestrictionProvider):
             ranges = []
             for tp in tps:
                 start = begins[tp]
-                if self.start_from == COMMITTED:
+                if self.read.start_from == COMMITTED:
                     start = max(start, consumer.committed(tp) or start)
-                stop = ends[tp] if self.bounded else UNBOUNDED
+                stop = ends[tp] if self.read.bounded else UNBOUNDED
                 ranges.append(PartitionRange(tp.partition, start, max(start, stop)))
         finally:
             consumer.close()
@@ -247,7 +240,7 @@ class _ReadTopicFn(DoFn, RestrictionProvider):
         return None  # on drain, stop reading
 
     def setup(self) -> None:
-        self.consumer = _consumer(self.bootstrap, self.group_id)
+        self.consumer = _consumer(self.read.bootstrap, self.read.group_id)
         self.quiet_since: dict[tuple[str, int], float] = {}
 
     def teardown(self) -> None:
@@ -267,7 +260,7 @@ class _ReadTopicFn(DoFn, RestrictionProvider):
         for partition, newest in tracker_newest.items():
             key = (topic, partition)
             if partition in caught_up:
-                quiet = now - self.quiet_since.setdefault(key, now) >= self.idle_seconds
+                quiet = now - self.quiet_since.setdefault(key, now) >= self.read.idle_seconds
             else:
                 self.quiet_since.pop(key, None)
                 quiet = False
@@ -275,7 +268,7 @@ class _ReadTopicFn(DoFn, RestrictionProvider):
         if holding:
             return None if min(holding) < 0 else min(holding)
         known = [n for n in idle if n >= 0]
-        if self.idle_follows_clock:  # a quiet topic of live events: nothing older will come
+        if self.read.idle_follows_clock:  # a quiet topic of live events: nothing older will come
             known.append(int(time.time() * 1000))
         return max(known) if known else None
 
@@ -300,7 +293,7 @@ class _ReadTopicFn(DoFn, RestrictionProvider):
         for p in reading:
             self.consumer.seek(tps[p], positions[p])
         started = time.monotonic()
-        while reading and time.monotonic() - started < self.poll_seconds:
+        while reading and time.monotonic() - started < self.read.poll_seconds:
             for tp, records in self.consumer.poll(timeout_ms=200).items():
                 p = tp.partition
                 for record in records:
@@ -344,6 +337,20 @@ class _ReadTopicUnboundedFn(_ReadTopicFn):
         yield from self._read(topic, finalizer, tracker, watermark)
 
 
+@dataclass(frozen=True)
+class KafkaRead:
+    """How ReadFromKafka reads; the reading DoFn carries it to the workers."""
+
+    bootstrap: str
+    topics: tuple[str, ...]
+    group_id: str
+    bounded: bool
+    start_from: str
+    idle_seconds: float
+    poll_seconds: float
+    idle_follows_clock: bool
+
+
 class ReadFromKafka(PTransform):
     """Topics -> KafkaMessage, each at its message timestamp (our producers stamp the event
     time). bounded: read to the end offsets as of the start, then finish (catch-up runs
@@ -358,23 +365,15 @@ class ReadFromKafka(PTransform):
         super().__init__()
         if start_from not in (EARLIEST, COMMITTED):
             raise ValueError(f"start_from must be {EARLIEST} or {COMMITTED}: {start_from!r}")
-        self.bootstrap = bootstrap
-        self.topics = list(topics)
-        self.group_id = group_id
-        self.bounded = bounded
-        self.start_from = start_from
-        self.idle_seconds = idle_seconds
-        self.poll_seconds = poll_seconds
-        self.idle_follows_clock = idle_follows_clock
+        self.read = KafkaRead(bootstrap, tuple(topics), group_id, bounded, start_from,
+                              idle_seconds, poll_seconds, idle_follows_clock)
 
     def expand(self, pbegin):
-        wait_for_topics(self.bootstrap, self.topics)
-        reader = _ReadTopicFn if self.bounded else _ReadTopicUnboundedFn
+        wait_for_topics(self.read.bootstrap, self.read.topics)
+        reader = _ReadTopicFn if self.read.bounded else _ReadTopicUnboundedFn
         return (pbegin
-                | "Topics" >> Create(self.topics)
-                | "Read" >> ParDo(reader(self.bootstrap, self.group_id, self.start_from,
-                                         self.bounded, self.idle_seconds, self.poll_seconds,
-                                         self.idle_follows_clock)))
+                | "Topics" >> Create(list(self.read.topics))
+                | "Read" >> ParDo(reader(self.read)))
 
 
 def wait_for_topics(bootstrap: str, topics: Sequence[str], wait_seconds: float = 30.0) -> None:

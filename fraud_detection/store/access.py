@@ -154,7 +154,3 @@ def alert_queue(store: Store, viewer: Viewer, day: dt.date, by: str = "newest"
         alerts.sort(key=lambda s: (s.transaction.event_time, s.transaction.transaction_id),
                     reverse=True)
     return alerts
-
-
-def require_staff(viewer: Viewer, *roles: str) -> None:
-    _require(viewer, *(roles or STAFF))

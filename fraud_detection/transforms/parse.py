@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
@@ -73,41 +74,48 @@ def decode_json(value: bytes) -> tuple[Any, str | None]:
 
 
 class ValidateMessageFn(beam.DoFn):
-    """(position, timestamp_ms, raw bytes) -> Transaction, or a DeadLetter that keeps the
-    bytes, the reasons and the position."""
+    """(position, timestamp_ms, raw bytes) -> the record `validate` makes of its JSON, or a
+    DeadLetter that keeps the bytes, the reasons and the position. counted: add to the
+    pipeline's read / valid / dead_lettered counters (the transactions, not labels)."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, validate: Callable[[Any], tuple[Any, list[str]]],
+                 counted: bool) -> None:
         self.source = source
+        self.validate = validate
+        self.counted = counted
         self.read = Metrics.counter("validate", "read")
         self.valid = Metrics.counter("validate", "valid")
         self.dead = Metrics.counter("validate", "dead_lettered")
 
     def process(self, message: tuple[str, int, bytes]):
         position, timestamp_ms, value = message
-        self.read.inc()
         raw, problem = decode_json(value)
-        transaction, errors = (None, [problem]) if problem else validate_transaction(raw)
+        record, errors = (None, [problem]) if problem else self.validate(raw)
+        if self.counted:
+            self.read.inc()
+            (self.dead if errors else self.valid).inc()
         if errors:
-            self.dead.inc()
             yield pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(
                 self.source, tuple(errors), raw_text(value), position,
                 _from_millis(timestamp_ms)))
         else:
-            self.valid.inc()
-            yield transaction
+            yield record
 
 
 class ValidateMessages(beam.PTransform):
-    """Raw messages (position, timestamp_ms, bytes) in; outputs `valid` (Transaction)
-    and `dead_letters` (DeadLetter)."""
+    """Raw messages (position, timestamp_ms, bytes) in; outputs `valid` (Transaction, or
+    what `validate` makes) and `dead_letters` (DeadLetter)."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, validate: Callable[[Any], tuple[Any, list[str]]]
+                 = validate_transaction, counted: bool = True) -> None:
         super().__init__()
         self.source = source
+        self.validate = validate
+        self.counted = counted
 
     def expand(self, messages):
-        return messages | beam.ParDo(ValidateMessageFn(self.source)).with_outputs(
-            DEAD_LETTERS, main=VALID)
+        return messages | beam.ParDo(ValidateMessageFn(
+            self.source, self.validate, self.counted)).with_outputs(DEAD_LETTERS, main=VALID)
 
 
 def validate_label(raw: Any) -> tuple[LabelEvent | None, list[str]]:
@@ -133,20 +141,6 @@ def validate_label(raw: Any) -> tuple[LabelEvent | None, list[str]]:
                       times["transaction_time"], label, times["labelled_at"]), []
 
 
-class ValidateLabelFn(beam.DoFn):
-    """(position, timestamp_ms, bytes) -> LabelEvent stamped at labelled_at, or a
-    DeadLetter."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def process(self, message: tuple[str, int, bytes]):
-        position, timestamp_ms, value = message
-        raw, problem = decode_json(value)
-        event, errors = (None, [problem]) if problem else validate_label(raw)
-        if errors:
-            yield pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(
-                self.source, tuple(errors), raw_text(value), position,
-                _from_millis(timestamp_ms)))
-        else:
-            yield TimestampedValue(event, Timestamp(micros=epoch_micros(event.labelled_at)))
+def at_labelled_time(event: LabelEvent) -> TimestampedValue:
+    """A label stamped with when the analyst gave it."""
+    return TimestampedValue(event, Timestamp(micros=epoch_micros(event.labelled_at)))
