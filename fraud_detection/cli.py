@@ -53,7 +53,8 @@ def cmd_import_paysim(args: argparse.Namespace, settings: Settings) -> int:
     start = dt.datetime.combine(args.start, dt.time(), tzinfo=dt.UTC)
     report = import_paysim(args.file, args.out or settings.data_dir, start=start,
                            currency=args.currency, bank_id=args.bank_id,
-                           chunk_rows=args.chunk_rows, progress=not args.quiet)
+                           chunk_rows=args.chunk_rows, progress=not args.quiet,
+                           country=args.country)
     print(report.summary())
     return 0
 
@@ -425,6 +426,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     pay.add_argument("--start", type=_date, default=dt.date(2024, 1, 1),
                      help="the date PaySim's step 1 falls on")
     pay.add_argument("--currency", default="USD")
+    pay.add_argument("--country", default="US",
+                     help="ISO 3166 country of the bank, its users and merchants (PaySim "
+                          "names none; default US)")
     pay.add_argument("--bank-id", default="paysim")
     pay.add_argument("--chunk-rows", type=_positive_int, default=200_000)
     pay.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -305,6 +305,8 @@ ENTITY_FIELDS: dict[str, tuple[str, ...]] = {
 }
 ENTITY_KINDS: dict[str, type] = {"bank": Bank, "user": User, "account": Account,
                                  "merchant": Merchant}
+# Fields a source may leave empty: PaySim, for one, knows no e-mail addresses.
+OPTIONAL_ENTITY_FIELDS = frozenset({"email"})
 Entity = Bank | User | Account | Merchant
 
 
@@ -324,7 +326,10 @@ def validate_entity(kind: str, raw: Any) -> tuple[Entity | None, list[str]]:
     for name in fields:
         value = raw.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
-            errors.append(f"{name}: missing")
+            if name in OPTIONAL_ENTITY_FIELDS:
+                values[name] = ""
+            else:
+                errors.append(f"{name}: missing")
         elif name.endswith("_at"):
             try:
                 values[name] = parse_event_time(value)
@@ -347,7 +352,7 @@ def validate_entity(kind: str, raw: Any) -> tuple[Entity | None, list[str]]:
     if account_type is not None and account_type not in ACCOUNT_TYPES:
         errors.append(f"account_type: {account_type!r} is not one of {', '.join(ACCOUNT_TYPES)}")
     email = values.get("email")
-    if email is not None and (email.count("@") != 1 or " " in email):
+    if email and (email.count("@") != 1 or " " in email):
         errors.append(f"email: not an address: {email[:60]!r}")
     if errors:
         return None, errors

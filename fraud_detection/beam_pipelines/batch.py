@@ -1,9 +1,12 @@
 """Batch: Parquet -> validation -> DetectFraud -> Cassandra (every query table, balances,
-Benford reports, dead letters), plus the dataset's entities when it has them."""
+Benford reports, dead letters), plus the dataset's entities when it has them: --input a
+dataset folder, or a glob or file inside its transactions/. Entities are read and
+checked in the pipeline like transactions; a bad one goes to the dead letters."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from fraud_detection.beam_pipelines.validate import input_pattern
 from fraud_detection.config import Settings
 from fraud_detection.errors import UsageError
 from fraud_detection.io.cassandra import WriteToCassandra
-from fraud_detection.io.parquet import ENTITIES_DIR, entity_records
+from fraud_detection.io.parquet import ENTITY_KINDS, dataset_root, entity_pattern
 from fraud_detection.store.tables import (
     benford_row,
     dead_letter_row,
@@ -33,10 +36,8 @@ from fraud_detection.transforms.benford import BenfordReports
 from fraud_detection.transforms.columnar import scored_records, table_of
 from fraud_detection.transforms.detect import DEFAULT_SHARDS, DetectFraudTables
 from fraud_detection.transforms.ordered import at_event_time
-from fraud_detection.transforms.parse import ValidateTransactions
+from fraud_detection.transforms.parse import ValidateEntities, ValidateTransactions
 from fraud_detection.transforms.rules import load_rules
-
-ENTITY_KINDS = ("banks", "users", "accounts", "merchants")
 
 
 class BatchOptions(PipelineOptions):
@@ -44,12 +45,6 @@ class BatchOptions(PipelineOptions):
     def _add_argparse_args(cls, parser) -> None:
         parser.add_argument("--shards", type=int, default=DEFAULT_SHARDS,
                             help="groups of accounts scored together; a few per worker")
-
-
-def _dataset_root(input_value: str) -> Path | None:
-    """The dataset folder of --input when it is one (its entities/ are loaded too)."""
-    root = Path(input_value)
-    return root if (root / ENTITIES_DIR).is_dir() else None
 
 
 def run(argv: list[str], settings: Settings) -> DetectSummary:
@@ -62,8 +57,12 @@ def run(argv: list[str], settings: Settings) -> DetectSummary:
     model_dir = Path(detect.model_dir) if detect.model_dir else None
     if opts.shards < 1:
         raise UsageError(f"--shards must be at least 1, got {opts.shards}")
-    root = _dataset_root(source)
-    entities = [e for kind in ENTITY_KINDS for e in entity_records(root, kind)] if root else []
+    root = dataset_root(source)
+    entity_globs = {kind: entity_pattern(root, kind) for kind in ENTITY_KINDS} if root else {}
+    entity_patterns = {kind: glob for kind, glob in entity_globs.items() if glob}
+    if not entity_patterns:
+        logging.getLogger(__name__).warning(
+            "no entities/ beside %s: only transactions are written", source)
     # Dead letters of one run share a day, so re-running a day rewrites the same rows.
     received = dt.datetime.combine(dt.date.today(), dt.time(), dt.UTC)
     started = time.monotonic()
@@ -84,14 +83,20 @@ def run(argv: list[str], settings: Settings) -> DetectSummary:
             | "Benford" >> BenfordReports()
             | "Unwindowed" >> beam.WindowInto(GlobalWindows())
             | "WriteBenford" >> WriteToCassandra(settings, lambda r: [benford_row(r)]),
-            checked.dead_letters
-            | "WriteDeadLetters" >> WriteToCassandra(
-                settings, lambda letter: [dead_letter_row(letter, received)]),
         ]
-        if entities:
-            failed.append(pipeline
-                          | "Entities" >> beam.Create(entities, reshuffle=False)
-                          | "WriteEntities" >> WriteToCassandra(settings, entity_rows))
+        dead_letters = [checked.dead_letters]
+        for kind, entity_glob in entity_patterns.items():
+            entities = (pipeline
+                        | f"Read{kind.title()}" >> beam.io.ReadFromParquet(entity_glob)
+                        | f"Validate{kind.title()}" >> ValidateEntities(
+                            kind.removesuffix("s"), source=f"parquet:{entity_glob}"))
+            failed.append(entities.valid
+                          | f"Write{kind.title()}" >> WriteToCassandra(settings, entity_rows))
+            dead_letters.append(entities.dead_letters)
+        failed.append(tuple(dead_letters)
+                      | "DeadLetters" >> beam.Flatten()
+                      | "WriteDeadLetters" >> WriteToCassandra(
+                          settings, lambda letter: [dead_letter_row(letter, received)]))
         _ = (failed
              | "Failed" >> beam.Flatten()
              | "FailedJson" >> beam.Map(lambda f: f"{f.table}: {f.error}")

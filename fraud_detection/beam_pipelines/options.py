@@ -109,14 +109,19 @@ class DetectSummary:
     rows_written: int
     rows_failed: int
     seconds: float
+    entities_read: int = 0  # batch: the dataset's banks, users, accounts and merchants
+    entities_dead_lettered: int = 0
 
     @classmethod
     def of(cls, result, seconds: float) -> DetectSummary:
         return cls(**{name: counter_value(result, name)
                       for name in ("read", "scored", "flagged", "dead_lettered",
-                                   "rows_written", "rows_failed")}, seconds=seconds)
+                                   "rows_written", "rows_failed", "entities_read",
+                                   "entities_dead_lettered")}, seconds=seconds)
 
     def __str__(self) -> str:
+        entities = (f"; entities read {self.entities_read}, dead-lettered "
+                    f"{self.entities_dead_lettered}" if self.entities_read else "")
         return (f"read {self.read}, scored {self.scored}, flagged {self.flagged}, "
-                f"dead-lettered {self.dead_lettered}; Cassandra rows written "
+                f"dead-lettered {self.dead_lettered}{entities}; Cassandra rows written "
                 f"{self.rows_written}, failed {self.rows_failed}; {self.seconds:.1f}s")

@@ -3,6 +3,11 @@
 PaySim has steps (hours) instead of timestamps, customer (C...) and merchant (M...)
 names instead of entities, and decimal text amounts. Rows are validated by the one
 validation function; a bad row is written to OUT/rejected with its line number.
+
+PaySim names no countries and no e-mail addresses: the bank, its users and the merchants
+get the `country` given (default US, with the default currency USD), and users no e-mail.
+The entities are checked with the same function `batch` checks them with, so an import
+that succeeds loads.
 """
 
 from __future__ import annotations
@@ -16,12 +21,18 @@ from pathlib import Path
 
 from fraud_detection.errors import UsageError
 from fraud_detection.io import parquet
-from fraud_detection.records import LEGIT, TRANSACTION_FIELDS, validate_transaction
+from fraud_detection.records import (
+    LEGIT,
+    TRANSACTION_FIELDS,
+    validate_entity,
+    validate_transaction,
+)
 
 HEADER = ["step", "type", "amount", "nameOrig", "oldbalanceOrg", "newbalanceOrig", "nameDest",
           "oldbalanceDest", "newbalanceDest", "isFraud", "isFlaggedFraud"]
 FRAUD_LABEL = "paysim_fraud"
 ERRORS_FILE = Path("rejected") / "paysim-errors.jsonl"
+DEFAULT_COUNTRY = "US"
 _CENT = Decimal("0.01")
 
 
@@ -115,20 +126,50 @@ class _Chunk:
         self.rows += 1
 
 
+def _bank(bank_id: str, country: str, currency: str) -> dict:
+    return {"bank_id": bank_id, "name": "PaySim", "country": country, "currency": currency}
+
+
+def _account(account_id: str, bank_id: str, currency: str, start: dt.datetime) -> dict:
+    return {"account_id": account_id, "user_id": account_id, "bank_id": bank_id,
+            "account_type": "checking", "currency": currency, "opened_at": start}
+
+
+def _user(user_id: str, bank_id: str, country: str, start: dt.datetime) -> dict:
+    return {"user_id": user_id, "bank_id": bank_id, "name": user_id, "email": "",
+            "country": country, "created_at": start}
+
+
+def _merchant(merchant_id: str, country: str) -> dict:
+    return {"merchant_id": merchant_id, "name": merchant_id, "category": "unknown",
+            "country": country}
+
+
+def check_entity_settings(bank_id: str, country: str, currency: str,
+                          start: dt.datetime) -> None:
+    """Fails in one line when the options would make entities `batch` refuses. Every
+    entity is built from these options and ids the transaction check has passed, so
+    checking one of each kind covers them all."""
+    for kind, raw in (("bank", _bank(bank_id, country, currency)),
+                      ("account", _account("C1", bank_id, currency, start)),
+                      ("user", _user("C1", bank_id, country, start)),
+                      ("merchant", _merchant("M1", country))):
+        entity, errors = validate_entity(kind, raw)
+        if entity is None:
+            raise UsageError(f"the PaySim {kind} would be invalid: {'; '.join(errors)}")
+
+
 def _write_chunk(chunk: _Chunk, out: Path, part: int, start: dt.datetime, currency: str,
-                 bank_id: str) -> int:
+                 bank_id: str, country: str) -> int:
     # Entities are deduplicated per chunk only: memory stays bounded, and the loader
     # upserts, so a repeat across chunks costs nothing.
     accounts = sorted(chunk.accounts)
-    parquet.write_entities("accounts", (
-        {"account_id": a, "user_id": a, "bank_id": bank_id, "account_type": "checking",
-         "currency": currency, "opened_at": start} for a in accounts), out, part)
-    parquet.write_entities("users", (
-        {"user_id": a, "bank_id": bank_id, "name": a, "email": "", "country": "",
-         "created_at": start} for a in accounts), out, part)
-    parquet.write_entities("merchants", (
-        {"merchant_id": m, "name": m, "category": "unknown", "country": ""}
-        for m in sorted(chunk.merchants)), out, part)
+    parquet.write_entities("accounts", (_account(a, bank_id, currency, start)
+                                        for a in accounts), out, part)
+    parquet.write_entities("users", (_user(a, bank_id, country, start) for a in accounts),
+                           out, part)
+    parquet.write_entities("merchants", (_merchant(m, country) for m in sorted(chunk.merchants)),
+                           out, part)
     table = parquet.transactions_table(chunk.columns)
     return len(parquet.write_partitioned_transactions(table, out, part))
 
@@ -136,8 +177,9 @@ def _write_chunk(chunk: _Chunk, out: Path, part: int, start: dt.datetime, curren
 def import_paysim(csv_path: Path, out: Path,
                   start: dt.datetime = dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
                   currency: str = "USD", bank_id: str = "paysim", chunk_rows: int = 200_000,
-                  progress: bool = False) -> ImportReport:
+                  progress: bool = False, country: str = DEFAULT_COUNTRY) -> ImportReport:
     """Convert a PaySim CSV, holding at most `chunk_rows` rows in memory."""
+    check_entity_settings(bank_id, country, currency, start)
     rows_read = rows_rejected = files = 0
     errors_path = out / ERRORS_FILE
     errors_file = None
@@ -148,8 +190,7 @@ def import_paysim(csv_path: Path, out: Path,
             raise PaysimFormatError(
                 f"{csv_path}: not a PaySim CSV (expected header {','.join(HEADER)})")
         out.mkdir(parents=True, exist_ok=True)
-        parquet.write_entities("banks", [{"bank_id": bank_id, "name": "PaySim", "country": "",
-                                          "currency": currency}], out)
+        parquet.write_entities("banks", [_bank(bank_id, country, currency)], out)
         if progress:
             from tqdm import tqdm
 
@@ -178,10 +219,11 @@ def import_paysim(csv_path: Path, out: Path,
                     continue
                 chunk.add(tx)
                 if chunk.rows >= chunk_rows:
-                    files += _write_chunk(chunk, out, part, start, currency, bank_id)
+                    files += _write_chunk(chunk, out, part, start, currency, bank_id,
+                                          country)
                     chunk, part = _Chunk(), part + 1
             if chunk.rows:
-                files += _write_chunk(chunk, out, part, start, currency, bank_id)
+                files += _write_chunk(chunk, out, part, start, currency, bank_id, country)
         finally:
             if errors_file is not None:
                 errors_file.close()

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,29 @@ def write_entities(kind: str, rows: Iterable[Mapping[str, Any]] | pa.Table, out:
 def transaction_files(root: Path) -> list[Path]:
     """The transaction Parquet files of a dataset, in date order."""
     return sorted((root / TRANSACTIONS_DIR).glob("date=*/*.parquet"))
+
+
+def dataset_root(input_value: str) -> Path | None:
+    """The dataset folder an --input names, so its entities/ can be read too: the folder
+    itself, or the folder whose transactions/ a glob or file lies in
+    (DATASET/transactions/date=*/*.parquet, as every producer writes it). None when the
+    input is not in a local dataset with entities."""
+    static = re.split(r"[*?[]", input_value, maxsplit=1)[0]  # the part before any wildcard
+    if not static or "://" in static:
+        return None
+    path = Path(static)
+    if (path / ENTITIES_DIR).is_dir():
+        return path
+    for folder in (path, *path.parents):
+        if folder.name == TRANSACTIONS_DIR and (folder.parent / ENTITIES_DIR).is_dir():
+            return folder.parent
+    return None
+
+
+def entity_pattern(root: Path, kind: str) -> str | None:
+    """The glob of one entity kind's Parquet files in a dataset, None when it has none."""
+    folder = root / ENTITIES_DIR / kind
+    return str(folder / "*.parquet") if any(folder.glob("*.parquet")) else None
 
 
 def read_transactions(root: Path) -> pa.Table:

@@ -20,6 +20,7 @@ from fraud_detection.records import (
     epoch_micros,
     parse_event_time,
     raw_text,
+    validate_entity,
     validate_transaction,
 )
 from fraud_detection.transforms.counterparty import LabelEvent
@@ -56,6 +57,40 @@ class ValidateTransactions(beam.PTransform):
 
     def expand(self, raw_records):
         return raw_records | beam.ParDo(ValidateTransactionFn(self.source)).with_outputs(
+            DEAD_LETTERS, main=VALID)
+
+
+class ValidateEntityFn(beam.DoFn):
+    """Raw rows of one entity kind -> entities, or dead letters with every reason."""
+
+    def __init__(self, kind: str, source: str) -> None:
+        self.kind = kind
+        self.source = source
+        self.read = Metrics.counter("validate_entities", "entities_read")
+        self.dead = Metrics.counter("validate_entities", "entities_dead_lettered")
+
+    def process(self, raw: Any):
+        self.read.inc()
+        entity, errors = validate_entity(self.kind, raw)
+        if errors:
+            self.dead.inc()
+            yield pvalue.TaggedOutput(
+                DEAD_LETTERS, DeadLetter(self.source, tuple(errors), raw_text(raw)))
+        else:
+            yield entity
+
+
+class ValidateEntities(beam.PTransform):
+    """Raw dicts of one kind (bank, user, account, merchant) in; outputs `valid` (the
+    entity records) and `dead_letters` (DeadLetter)."""
+
+    def __init__(self, kind: str, source: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.source = source
+
+    def expand(self, raw_records):
+        return raw_records | beam.ParDo(ValidateEntityFn(self.kind, self.source)).with_outputs(
             DEAD_LETTERS, main=VALID)
 
 

@@ -6,8 +6,19 @@ import tracemalloc
 import pyarrow.compute as pc
 import pytest
 
+from fraud_detection.cli import main
 from fraud_detection.datagen.paysim import HEADER, PaysimFormatError, import_paysim
-from fraud_detection.io.parquet import read_entities, read_transactions, transaction_files
+from fraud_detection.errors import UsageError
+from fraud_detection.io.parquet import (
+    ENTITY_KINDS,
+    dataset_root,
+    entity_pattern,
+    entity_records,
+    read_entities,
+    read_transactions,
+    transaction_files,
+)
+from fraud_detection.records import Bank
 
 UTC = dt.UTC
 ROWS = [
@@ -118,3 +129,36 @@ def test_memory_is_bounded_by_the_chunk_not_the_file(tmp_path):
     assert chunked_peak * 4 < whole_peak, (chunked_peak, whole_peak)
     frauds = pc.sum(pc.equal(read_transactions(tmp_path / "a")["label"], "paysim_fraud"))
     assert frauds.as_py() == len(range(0, 20_000, 97))
+
+
+def test_entities_pass_the_checks_batch_applies(tmp_path):
+    out = tmp_path / "out"
+    import_paysim(write_csv(tmp_path / "p.csv", ROWS), out, chunk_rows=2)
+    entities = {kind: entity_records(out, kind) for kind in ENTITY_KINDS}  # raises if invalid
+    assert entities["banks"] == [Bank("paysim", "PaySim", "US", "USD")]
+    assert {u.country for u in entities["users"]} == {"US"}
+    assert {u.email for u in entities["users"]} == {""}  # PaySim knows no addresses
+    assert {m.country for m in entities["merchants"]} == {"US"}
+    assert {a.account_id for a in entities["accounts"]} == {u.user_id for u in entities["users"]}
+
+
+def test_country_is_an_option_checked_before_anything_is_written(tmp_path):
+    source = write_csv(tmp_path / "p.csv", ROWS)
+    import_paysim(source, tmp_path / "gb", country="GB", currency="GBP")
+    assert entity_records(tmp_path / "gb", "banks")[0].country == "GB"
+    with pytest.raises(UsageError, match="country: expected an ISO 3166") as caught:
+        import_paysim(source, tmp_path / "bad", country="usa")
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_import_then_batch_finds_the_entities_from_a_glob_too(tmp_path):
+    out = tmp_path / "out"
+    assert main(["import-paysim", str(write_csv(tmp_path / "p.csv", ROWS)), "--out", str(out),
+                 "--quiet", "--country", "KE", "--currency", "KES"]) == 0
+    assert entity_records(out, "banks")[0] == Bank("paysim", "PaySim", "KE", "KES")
+    for given in (str(out), f"{out}/", f"{out}/transactions/date=*/*.parquet",
+                  str(transaction_files(out)[0])):
+        assert dataset_root(given) == out, given
+    assert dataset_root(str(tmp_path / "elsewhere" / "*.parquet")) is None
+    assert entity_pattern(out, "users").endswith("users/*.parquet")
