@@ -65,6 +65,10 @@ class Settings:
     topic_new_bank: str = _setting("new-bank", "Kafka topic of banks to add")
     topic_new_user: str = _setting("new-user", "Kafka topic of users to add")
     topic_new_account: str = _setting("new-account", "Kafka topic of accounts to add")
+    kafka_retention_ms: int = _setting(-1, "how long the project's topics keep messages, "
+                                       "in ms; -1: unlimited by time", minimum=-1)
+    kafka_retention_bytes: int = _setting(-1, "how many bytes a partition of the project's "
+                                          "topics keeps; -1: unlimited", minimum=-1)
     data_dir: Path = _setting(Path("data/sample"), "dataset folder the commands read by default")
     stack_dir: Path = _setting(_cache_dir() / "stack", "where the local stack keeps jars and data")
     fraud_threshold: float = _setting(0.5, "score at which a transaction is flagged",

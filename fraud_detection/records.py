@@ -106,13 +106,18 @@ class Transaction:
     label: str | None = None
     source: str = ""
     source_flagged: bool = False
+    # Where the pipeline read it (a Kafka topic/partition/offset): carried to the sink so
+    # progress counts what was stored. Not part of the record itself: never stored.
+    position: str = dataclasses.field(default="", compare=False, repr=False)
 
     @property
     def is_fraud(self) -> bool | None:
         return None if self.label is None else self.label != LEGIT
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        del values["position"]
+        return values
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +130,8 @@ class ScoredTransaction:
     model_version: str = ""
 
 
-TRANSACTION_FIELDS = tuple(f.name for f in dataclasses.fields(Transaction))
+TRANSACTION_FIELDS = tuple(f.name for f in dataclasses.fields(Transaction)
+                           if f.name != "position")
 _REQUIRED = (
     "transaction_id",
     "event_time",

@@ -23,14 +23,17 @@ from fraud_detection.beam_pipelines.options import (
 )
 from fraud_detection.config import Settings
 from fraud_detection.errors import UsageError
-from fraud_detection.io.cassandra import KnownAccounts, WriteToCassandra
+from fraud_detection.io.cassandra import STORED, KnownAccounts, WriteToCassandra
 from fraud_detection.io.kafka import (
     COMMITTED,
     EARLIEST,
+    TRANSACTION_PARTITIONS,
+    CommitStored,
     ReadFromKafka,
     WriteToKafka,
     ensure_topics,
 )
+from fraud_detection.progress import ProgressReporter
 from fraud_detection.records import DeadLetter, ScoredTransaction
 from fraud_detection.store.tables import dead_letter_row, scored_transaction_rows
 from fraud_detection.transforms.detect import DetectFraud
@@ -44,7 +47,6 @@ from fraud_detection.transforms.parse import (
 from fraud_detection.transforms.rules import load_rules
 
 GROUP_ID = "fraud-detection-stream"
-TRANSACTION_PARTITIONS = 4
 # Rows that still fail after this many tries (about 15 minutes of backoff) are reported;
 # a Cassandra restart is well inside it.
 STREAM_WRITE_ATTEMPTS = 40
@@ -70,6 +72,10 @@ def alert_message(scored: ScoredTransaction) -> tuple[str, dict[str, Any]]:
         "counterparty_id": tx.counterparty_id, "amount_cents": tx.amount_cents,
         "currency": tx.currency, "score": scored.score, "reasons": list(scored.reasons),
         "late": scored.late, "model_version": scored.model_version}
+
+
+def transaction_position(scored: ScoredTransaction) -> str:
+    return scored.transaction.position
 
 
 def dead_letter_message(letter: DeadLetter) -> tuple[str | None, dict[str, Any]]:
@@ -114,7 +120,7 @@ def run(argv: list[str], settings: Settings) -> DetectSummary:
     messages = (pipeline
                 | "ReadTransactions" >> ReadFromKafka(
                     settings.kafka_bootstrap, [settings.topic_transactions], GROUP_ID,
-                    bounded=opts.bounded, start_from=opts.start_from)
+                    bounded=opts.bounded, start_from=opts.start_from, commit_read=False)
                 | "Raw" >> beam.Map(lambda m: (m.position, m.timestamp_ms, m.value)))
     checked = messages | "Validate" >> ValidateMessages(source)
     accounts = checked[VALID] | "KnownAccounts" >> KnownAccounts(settings, source)
@@ -130,14 +136,22 @@ def run(argv: list[str], settings: Settings) -> DetectSummary:
         labels=labels[VALID] | "AtLabelledTime" >> beam.Map(at_labelled_time))
     dead = ((checked[DEAD_LETTERS], accounts["unknown"], labels[DEAD_LETTERS])
             | "DeadLetters" >> beam.Flatten())
-    failed = [
+    written = [
         scored | "WriteTransactions" >> WriteToCassandra(
-            settings, scored_transaction_rows, max_attempts=STREAM_WRITE_ATTEMPTS),
+            settings, scored_transaction_rows, max_attempts=STREAM_WRITE_ATTEMPTS,
+            position_of=transaction_position),
         dead | "WriteDeadLetters" >> WriteToCassandra(
             # Each letter carries its message's time, so a re-read writes the same row.
             settings, lambda letter: [dead_letter_row(letter)],
-            max_attempts=STREAM_WRITE_ATTEMPTS),
+            max_attempts=STREAM_WRITE_ATTEMPTS,
+            # Only the transactions topic's letters: its progress is what is counted.
+            position_of=lambda letter: letter.position if letter.source == source else ""),
     ]
+    failed = [w.failed for w in written]
+    # The group's offsets advance only past messages whose rows are stored: true lag.
+    _ = ([w[STORED] for w in written]
+         | "Stored" >> beam.Flatten()
+         | "CommitStored" >> CommitStored(settings.kafka_bootstrap, GROUP_ID))
     _ = (scored
          | "Flagged" >> beam.Filter(lambda s: s.flagged)
          | "Alerts" >> WriteToKafka(settings, settings.topic_alerts, alert_message))
@@ -148,9 +162,13 @@ def run(argv: list[str], settings: Settings) -> DetectSummary:
          | "LogFailed" >> beam.Map(lambda f: print(f"write failed: {f.table}: {f.error}",
                                                    flush=True)))
     result = pipeline.run()
+    reporter = ProgressReporter(settings, GROUP_ID)
+    reporter.start()
     try:
         result.wait_until_finish()
     except KeyboardInterrupt:
         result.cancel()
         raise
+    finally:
+        reporter.stop()
     return DetectSummary.of(result, time.monotonic() - started)

@@ -59,10 +59,12 @@ class _WriteRecordsFn(beam.DoFn):
 
     def __init__(self, settings: Settings, statements: Mapping[str, str],
                  to_rows: Callable[[Any], Iterable[RowWrite]], max_in_flight: int,
-                 max_attempts: int, backoff_seconds: float) -> None:
+                 max_attempts: int, backoff_seconds: float,
+                 position_of: Callable[[Any], str] | None = None) -> None:
         self.settings = settings
         self.statements = dict(statements)
         self.to_rows = to_rows
+        self.position_of = position_of
         self.max_in_flight = max_in_flight
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
@@ -86,12 +88,17 @@ class _WriteRecordsFn(beam.DoFn):
         self.settled = threading.Condition()
         self.in_flight = 0
         self.succeeded = 0
-        self.errored: collections.deque = collections.deque()  # (table, values, attempt, exc)
+        # (table, values, attempt, exc, record index)
+        self.errored: collections.deque = collections.deque()
         self.failed: list[FailedWrite] = []
+        self.positions: list[str] = []  # per record of the bundle, where it was read
+        self.failed_records: set[int] = set()
 
     def process(self, record):
+        index = len(self.positions)
+        self.positions.append(self.position_of(record) if self.position_of else "")
         for table, values in self.to_rows(record):
-            self._send(table, values, 1)
+            self._send(table, values, 1, index)
         if self.errored:
             self._retry_errored()
         return ()
@@ -107,18 +114,23 @@ class _WriteRecordsFn(beam.DoFn):
         self.succeeded = 0
         for failure in self.failed:
             yield GlobalWindows.windowed_value(failure)
+        # Every row of these records is in Cassandra: what progress may count.
+        stored = tuple(position for i, position in enumerate(self.positions)
+                       if position and i not in self.failed_records)
+        if stored:
+            yield beam.pvalue.TaggedOutput(STORED, GlobalWindows.windowed_value(stored))
 
-    def _send(self, table: str, values: tuple, attempt: int) -> None:
+    def _send(self, table: str, values: tuple, attempt: int, record: int) -> None:
         with self.settled:
             self.settled.wait_for(lambda: self.in_flight < self.max_in_flight)
             self.in_flight += 1
         try:
             future = self.session.execute_async(self.prepared[table], values)
         except Exception as exc:  # no such statement, values the columns cannot take, ...
-            self._on_error(exc, table, values, attempt)
+            self._on_error(exc, table, values, attempt, record)
             return
         future.add_callbacks(self._on_written, self._on_error,
-                             errback_args=(table, values, attempt))
+                             errback_args=(table, values, attempt, record))
 
     def _on_written(self, _rows) -> None:
         with self.settled:
@@ -126,8 +138,9 @@ class _WriteRecordsFn(beam.DoFn):
             self.succeeded += 1
             self.settled.notify_all()
 
-    def _on_error(self, exc: BaseException, table: str, values: tuple, attempt: int) -> None:
-        self.errored.append((table, values, attempt, exc))
+    def _on_error(self, exc: BaseException, table: str, values: tuple, attempt: int,
+                  record: int) -> None:
+        self.errored.append((table, values, attempt, exc, record))
         with self.settled:
             self.in_flight -= 1
             self.settled.notify_all()
@@ -138,10 +151,11 @@ class _WriteRecordsFn(beam.DoFn):
         # host up) waits for the next round's backoff instead of spinning through its
         # attempts here.
         for _ in range(len(self.errored)):
-            table, values, attempt, exc = self.errored.popleft()
+            table, values, attempt, exc, record = self.errored.popleft()
             if not isinstance(exc, self.retryable) or attempt >= self.max_attempts:
                 self.failures.inc()
                 self.failed.append(FailedWrite(table, tuple(values), _describe(exc), attempt))
+                self.failed_records.add(record)
                 continue
             # One backoff per round of retries, not per row: a node outage fails many.
             pause = min(self.backoff_seconds * 2 ** (attempt - 1), 30.0)
@@ -149,7 +163,10 @@ class _WriteRecordsFn(beam.DoFn):
                 time.sleep(pause - waited)
                 waited = pause
             self.retries.inc()
-            self._send(table, values, attempt + 1)
+            self._send(table, values, attempt + 1, record)
+
+
+STORED = "stored"
 
 
 class WriteToCassandra(beam.PTransform):
@@ -157,11 +174,15 @@ class WriteToCassandra(beam.PTransform):
 
     `to_rows` turns a record into row writes (table, values) for the upserts in
     store.tables.STATEMENTS (or `statements`); the writer prepares them once per worker.
+    With `position_of` (record -> where it was read, "" if unknown) the result has two
+    outputs: `failed` (FailedWrite) and STORED (tuples of the positions of records whose
+    rows are all in Cassandra, one per bundle).
     """
 
     def __init__(self, settings: Settings, to_rows: Callable[[Any], Iterable[RowWrite]],
                  statements: Mapping[str, str] = STATEMENTS, max_in_flight: int | None = None,
-                 max_attempts: int = 8, backoff_seconds: float = 0.25) -> None:
+                 max_attempts: int = 8, backoff_seconds: float = 0.25,
+                 position_of: Callable[[Any], str] | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.to_rows = to_rows
@@ -169,15 +190,17 @@ class WriteToCassandra(beam.PTransform):
         self.max_in_flight = max_in_flight or settings.cassandra_max_in_flight
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
+        self.position_of = position_of
 
     def expand(self, records):
         # The Reshuffle checkpoints records (fewer and smaller than their rows), so a
         # retried write stage rewrites the same input instead of recomputing it.
-        return (records
-                | "Reshuffle" >> beam.Reshuffle()
-                | "Write" >> beam.ParDo(_WriteRecordsFn(
-                    self.settings, self.statements, self.to_rows, self.max_in_flight,
-                    self.max_attempts, self.backoff_seconds)))
+        write = beam.ParDo(_WriteRecordsFn(
+            self.settings, self.statements, self.to_rows, self.max_in_flight,
+            self.max_attempts, self.backoff_seconds, self.position_of))
+        if self.position_of is not None:
+            write = write.with_outputs(STORED, main="failed")
+        return records | "Reshuffle" >> beam.Reshuffle() | "Write" >> write
 
 
 class _KnownAccountsFn(beam.DoFn):
@@ -206,7 +229,8 @@ class _KnownAccountsFn(beam.DoFn):
                 self.rejected.inc()
                 yield beam.pvalue.TaggedOutput("unknown", DeadLetter(
                     self.source, (f"account_id: unknown account {account!r}",),
-                    raw_text(transaction.to_dict()), received_at=transaction.event_time))
+                    raw_text(transaction.to_dict()), transaction.position,
+                    received_at=transaction.event_time))
                 return
             self.known.add(account)
         yield transaction

@@ -15,10 +15,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from apache_beam import Create, DoFn, ParDo, PTransform
+from apache_beam import Create, DoFn, FlatMap, ParDo, PTransform
+from apache_beam.coders import PickleCoder
 from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
@@ -85,6 +87,10 @@ class KafkaSender:
 # Prism takes a stage's watermark from the residuals of its latest bundle, so with one
 # restriction per partition a partition that had read ahead let the watermark pass
 # messages still unread in another, and those were dropped as late.
+
+# Partitions of the transactions topic: it is keyed by account, so this bounds how many
+# readers one topic can feed.
+TRANSACTION_PARTITIONS = 4
 
 UNBOUNDED = sys.maxsize
 EARLIEST, COMMITTED = "earliest", "committed"
@@ -249,6 +255,8 @@ class _ReadTopicFn(DoFn, RestrictionProvider):
     def _commit(self, topic: str, positions: dict[int, int], starts: dict[int, int]) -> None:
         from kafka import OffsetAndMetadata, TopicPartition
 
+        if not self.read.commit_read:
+            return  # the group's offsets follow what was stored (CommitStored)
         moved = {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1)
                  for p, o in positions.items() if o > starts[p]}
         if moved:
@@ -349,6 +357,7 @@ class KafkaRead:
     idle_seconds: float
     poll_seconds: float
     idle_follows_clock: bool
+    commit_read: bool
 
 
 class ReadFromKafka(PTransform):
@@ -356,17 +365,19 @@ class ReadFromKafka(PTransform):
     time). bounded: read to the end offsets as of the start, then finish (catch-up runs
     and tests); otherwise run until the pipeline is stopped. idle_follows_clock: when
     every partition is quiet the watermark follows the wall clock (live events stamped
-    when they happen, such as analysts' labels), not just the newest message."""
+    when they happen, such as analysts' labels), not just the newest message.
+    commit_read: commit offsets to the group once read; False where the pipeline commits
+    what it stored instead (CommitStored), so the group's lag is true."""
 
     def __init__(self, bootstrap: str, topics: Sequence[str], group_id: str, *,
                  bounded: bool = False, start_from: str = EARLIEST,
                  idle_seconds: float = 2.0, poll_seconds: float = 0.5,
-                 idle_follows_clock: bool = False) -> None:
+                 idle_follows_clock: bool = False, commit_read: bool = True) -> None:
         super().__init__()
         if start_from not in (EARLIEST, COMMITTED):
             raise ValueError(f"start_from must be {EARLIEST} or {COMMITTED}: {start_from!r}")
         self.read = KafkaRead(bootstrap, tuple(topics), group_id, bounded, start_from,
-                              idle_seconds, poll_seconds, idle_follows_clock)
+                              idle_seconds, poll_seconds, idle_follows_clock, commit_read)
 
     def expand(self, pbegin):
         wait_for_topics(self.read.bootstrap, self.read.topics)
@@ -428,46 +439,183 @@ class WriteToKafka(PTransform):
         return records | ParDo(_WriteFn(self.settings, self.topic, self.to_message))
 
 
+def topic_config(settings: Settings) -> dict[str, str]:
+    """What every project topic is created with. Retention is explicit: the broker's
+    default (7 days by the newest record timestamp) would delete replayed history,
+    whose timestamps are event times, before the pipeline read it."""
+    return {"retention.ms": str(settings.kafka_retention_ms),
+            "retention.bytes": str(settings.kafka_retention_bytes)}
+
+
 def ensure_topics(settings: Settings, topics: Mapping[str, int]) -> None:
-    """Creates missing topics with the given partition counts (existing ones are kept)."""
-    from kafka.admin import KafkaAdminClient, NewTopic
+    """Creates missing topics with the given partition counts and topic_config; existing
+    topics keep their partitions and get topic_config's retention if theirs differs."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
+    wanted = topic_config(settings)
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(name, partitions, 1) for name, partitions in topics.items()
-                   if name not in existing]
+        missing = [NewTopic(name, partitions, 1, topic_configs=wanted)
+                   for name, partitions in topics.items() if name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another made it first
                 admin.create_topics(missing)
+        present = [name for name in topics if name in existing]
+        if present:
+            described = admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name) for name in present])
+            stale = [name for name, current in _topic_configs(described).items()
+                     if any(current.get(k) != v for k, v in wanted.items())]
+            if stale:
+                admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name,
+                                                    configs=wanted) for name in stale])
     finally:
         admin.close()
+
+
+def _topic_configs(described: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """describe_configs' answer -> {topic: {config name: value}}."""
+    return {name: {key: entry["value"] for key, entry in entries.items()}
+            for name, entries in described.get("topic", {}).items()}
+
+
+def topic_retention(settings: Settings, topic: str) -> dict[str, str]:
+    """The topic's retention.ms and retention.bytes as the broker has them."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        current = _topic_configs(admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)]))[topic]
+    finally:
+        admin.close()
+    return {k: current[k] for k in ("retention.ms", "retention.bytes")}
 
 
 @dataclass(frozen=True)
 class PartitionLag:
     partition: int
+    start: int  # the log start offset: older messages were deleted by retention
     end: int
-    committed: int | None
+    committed: int | None  # every message before it is stored (CommitStored)
+
+    @property
+    def stored_through(self) -> int:
+        return self.start if self.committed is None else self.committed
 
     @property
     def lag(self) -> int:
-        return self.end - (self.committed or 0)
+        """Messages in the topic not yet stored."""
+        return max(0, self.end - max(self.start, self.stored_through))
+
+    @property
+    def lost(self) -> int:
+        """Messages the broker deleted before they were stored."""
+        return max(0, self.start - self.stored_through)
 
 
 def consumer_lag(settings: Settings, group_id: str, topic: str) -> list[PartitionLag]:
-    """Per partition: the end offset, the group's committed offset, and the difference."""
+    """Per partition: the log start and end offsets and the group's committed offset."""
     from kafka import TopicPartition
 
     consumer = _consumer(settings.kafka_bootstrap, group_id)
     try:
         tps = [TopicPartition(topic, p)
                for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        starts = consumer.beginning_offsets(tps) if tps else {}
         ends = consumer.end_offsets(tps) if tps else {}
-        return [PartitionLag(tp.partition, ends[tp], consumer.committed(tp)) for tp in tps]
+        return [PartitionLag(tp.partition, starts[tp], ends[tp], consumer.committed(tp))
+                for tp in tps]
     finally:
         consumer.close()
+
+
+# --- Progress: the group's offsets follow what was stored -----------------------------
+
+
+def parse_position(position: str) -> tuple[str, int, int]:
+    """"kafka:topic/partition/offset" (KafkaMessage.position) -> (topic, partition, offset)."""
+    topic, partition, offset = position.removeprefix("kafka:").rsplit("/", 2)
+    return topic, int(partition), int(offset)
+
+
+Intervals = tuple[tuple[int, int], ...]  # sorted, disjoint, half-open [start, end)
+
+
+def advance_frontier(frontier: int, pending: Intervals,
+                     offsets: Sequence[int]) -> tuple[int, Intervals]:
+    """Adds stored offsets to (frontier, pending): the frontier is the first offset not
+    known to be stored; pending holds stored offsets after it, as intervals, so a
+    partition far ahead of one missing offset costs a few pairs, not a set."""
+    spans = sorted([*pending, *((o, o + 1) for o in offsets if o >= frontier)])
+    merged: list[list[int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    if merged and merged[0][0] <= frontier:
+        frontier = max(frontier, merged.pop(0)[1])
+    return frontier, tuple((a, b) for a, b in merged)
+
+
+def _by_partition(positions: Sequence[str]):
+    grouped: dict[tuple[str, int], list[int]] = {}
+    for position in positions:
+        topic, partition, offset = parse_position(position)
+        grouped.setdefault((topic, partition), []).append(offset)
+    return [(f"{topic}/{partition}", tuple(offsets))
+            for (topic, partition), offsets in grouped.items()]
+
+
+class _CommitStoredFn(DoFn):
+    """Per topic partition: advances the frontier of stored offsets and commits it as the
+    group's offset, so lag (end - committed) counts messages not yet stored."""
+
+    FRONTIER = ReadModifyWriteStateSpec("frontier", PickleCoder())
+
+    def __init__(self, bootstrap: str, group_id: str) -> None:
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+
+    def setup(self) -> None:
+        self.consumer = _consumer(self.bootstrap, self.group_id)
+
+    def teardown(self) -> None:
+        self.consumer.close()
+
+    def process(self, element, state=DoFn.StateParam(FRONTIER)):
+        from kafka import OffsetAndMetadata, TopicPartition
+
+        key, offsets = element
+        topic, partition = key.rsplit("/", 1)
+        tp = TopicPartition(topic, int(partition))
+        saved = state.read()
+        if saved is None:
+            # Offsets before the group's committed one were stored by an earlier run.
+            start = self.consumer.beginning_offsets([tp])[tp]
+            saved = (max(start, self.consumer.committed(tp) or start), ())
+        frontier, pending = advance_frontier(saved[0], saved[1], offsets)
+        state.write((frontier, pending))
+        if frontier > saved[0]:
+            self.consumer.commit({tp: OffsetAndMetadata(frontier, "", -1)})
+
+
+class CommitStored(PTransform):
+    """Tuples of stored positions (WriteToCassandra's STORED outputs) -> the group's
+    committed offsets, advanced past every message whose rows are stored."""
+
+    def __init__(self, bootstrap: str, group_id: str) -> None:
+        super().__init__()
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+
+    def expand(self, stored):
+        return (stored
+                | "ByPartition" >> FlatMap(_by_partition)
+                | "Commit" >> ParDo(_CommitStoredFn(self.bootstrap, self.group_id)))
 
 
 def publish(settings: Settings, topic: str, key: str | None, record: Mapping[str, Any]) -> None:

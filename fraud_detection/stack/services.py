@@ -84,6 +84,9 @@ class Kafka:
             "transaction.state.log.min.isr=1",
             "transaction.state.log.num.partitions=1",
             "group.initial.rebalance.delay.ms=0",
+            # Retention is enforced within seconds, not the default five minutes, so a
+            # topic whose retention would delete unread history shows it in any test.
+            "log.retention.check.interval.ms=5000",
             "",
         ]))
         _write(log4j, "\n".join([

@@ -18,6 +18,7 @@ from fraud_detection.errors import UsageError
 
 PREFIX = "fraud-detection:streamer:"
 NAMES = "fraud-detection:streamers"
+PIPELINE_PREFIX = "fraud-detection:pipeline:"
 COMMANDS = ("run", "pause", "stop")
 # Status values a streamer reports.
 STARTING, RUNNING, PAUSED, STOPPED, FINISHED, FAILED = (
@@ -117,6 +118,17 @@ class StreamerState:
         if rate is not None:
             fields["rate"] = round(rate, 2)
         self._call(self.client.hset, PREFIX + name, mapping=fields)
+
+    def report_pipeline(self, name: str, *, stored_per_second: float, stored: int,
+                        lag: int) -> None:
+        """A streaming pipeline's latest progress, for the dashboard and the CLI."""
+        self._call(self.client.hset, PIPELINE_PREFIX + name, mapping={
+            "stored_per_second": round(stored_per_second, 2), "stored": stored, "lag": lag,
+            "at": time.time()})
+
+    def pipeline_report(self, name: str) -> dict[str, float] | None:
+        fields = self._call(self.client.hgetall, PIPELINE_PREFIX + name)
+        return {k: float(v) for k, v in fields.items()} if fields else None
 
     def forget(self, name: str) -> None:
         pipe = self.client.pipeline()

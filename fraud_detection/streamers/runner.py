@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from fraud_detection.config import Settings
-from fraud_detection.io.kafka import KafkaSender
+from fraud_detection.io.kafka import TRANSACTION_PARTITIONS, KafkaSender, ensure_topics
 from fraud_detection.store.streamer_state import (
     FAILED,
     FINISHED,
@@ -53,6 +53,9 @@ class Streamer:
         last_row, sent = status.last_row, status.sent
         rows: Iterator[dict[str, Any]] = rows_from(self.config, last_row + 1, self.settings)
         chunk = max(1, int(rate / REPORTS_PER_SECOND))
+        # Created here with explicit retention if missing: a topic the broker auto-creates
+        # keeps 7 days by record time, and replayed records carry their event times.
+        ensure_topics(self.settings, {self.config.topic: TRANSACTION_PARTITIONS})
         sender = KafkaSender(self.settings)
         self.progress(f"{name}: {self.config.source} -> {self.config.topic} at {rate:g} tx/s, "
                       f"from row {last_row + 1}")

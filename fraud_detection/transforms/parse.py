@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from fraud_detection.records import (
     FRAUD_LABELS,
     LEGIT,
     DeadLetter,
+    Transaction,
     epoch_micros,
     parse_event_time,
     raw_text,
@@ -133,6 +135,8 @@ class ValidateMessageFn(beam.DoFn):
             yield pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(
                 self.source, tuple(errors), raw_text(value), position,
                 _from_millis(timestamp_ms)))
+        elif isinstance(record, Transaction):
+            yield dataclasses.replace(record, position=position)
         else:
             yield record
 

@@ -8,7 +8,7 @@ import streamlit as st
 
 from fraud_detection.beam_pipelines.stream import GROUP_ID
 from fraud_detection.dashboard import require, settings, store
-from fraud_detection.io.kafka import consumer_lag
+from fraud_detection.progress import read_progress
 from fraud_detection.store import queries
 from fraud_detection.store.streamer_state import StreamerState, StreamerStateError
 
@@ -43,19 +43,21 @@ else:
 
 st.subheader("Streaming pipeline")
 try:
-    lags = consumer_lag(settings(), GROUP_ID, settings().topic_transactions)
-    now = time.time()
-    committed = sum(p.committed or 0 for p in lags)
-    before = st.session_state.get("committed_before")
-    st.session_state["committed_before"] = (now, committed)
-    rate = (committed - before[1]) / (now - before[0]) if before and now > before[0] else None
-    st.metric("Lag (messages behind)", sum(p.lag for p in lags),
-              help="end offsets minus the offsets the pipeline has committed")
-    st.metric("Throughput (tx/s since the last refresh)",
-              "-" if rate is None else f"{rate:.0f}")
-    st.dataframe(pd.DataFrame([{"partition": p.partition, "end": p.end,
-                                "committed": p.committed, "lag": p.lag} for p in lags]),
-                 hide_index=True)
+    progress = read_progress(settings(), GROUP_ID)
+    columns = st.columns(3)
+    columns[0].metric("Lag (sent, not yet stored)", f"{progress.lag:,}",
+                      help="messages in the transactions topic whose rows are not all in "
+                           "Cassandra yet: the pipeline commits offsets only past stored rows")
+    columns[1].metric("Stored per second", "not reporting" if progress.stored_per_second is None
+                      else f"{progress.stored_per_second:,.1f}",
+                      help="as the running pipeline measured it over its last 10 s")
+    columns[2].metric("Stored / sent", f"{progress.stored:,} / {progress.sent:,}")
+    if progress.lost:
+        st.error(f"The broker deleted {progress.lost:,} messages before they were stored: "
+                 "check the topic's retention.")
+    st.dataframe(pd.DataFrame([{"partition": p.partition, "log start": p.start, "end": p.end,
+                                "stored through": p.stored_through, "lag": p.lag}
+                               for p in progress.partitions]), hide_index=True)
 except Exception as error:  # Kafka down or the topic not there yet: say so, keep the page
     st.warning(f"Kafka: {error}")
 

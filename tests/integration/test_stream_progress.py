@@ -1,0 +1,111 @@
+"""No silent loss and true progress: replayed history older than any default retention
+stays in its topic until stored, and the group's offsets count only stored messages."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from contextlib import redirect_stdout
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from fraud_detection import cli
+from fraud_detection.beam_pipelines import stream
+from fraud_detection.io.kafka import (
+    CommitStored,
+    KafkaSender,
+    consumer_lag,
+    ensure_topics,
+    topic_retention,
+)
+from fraud_detection.progress import read_progress
+from fraud_detection.stack.runners import prism_args
+from fraud_detection.store.keyspace import connect
+from fraud_detection.store.rules import save_rules
+from fraud_detection.store.streamer_state import StreamerState
+from fraud_detection.streamers.config import streamer_config
+from fraud_detection.streamers.runner import Streamer
+from fraud_detection.transforms.rules import load_rules
+from tests.integration.worlds import write_entities
+
+pytestmark = pytest.mark.integration
+
+
+def test_old_history_is_kept_until_stored_and_lag_counts_what_is_not_stored(
+        stack, small_world, keyspace_for) -> None:
+    run = uuid.uuid4().hex[:8]
+    settings = keyspace_for(
+        "test_progress", kafka_bootstrap=stack.kafka_bootstrap, redis_port=stack.ports.redis,
+        topic_transactions=f"old-tx-{run}", topic_alerts=f"old-alerts-{run}",
+        topic_dead_letters=f"old-dead-{run}", topic_labels=f"old-labels-{run}")
+    store = connect(settings)
+    save_rules(store, load_rules())
+    write_entities(settings, small_world)
+    sent = len(small_world.scored)
+    oldest = min(s.transaction.event_time for s in small_world.scored)
+    assert time.time() - oldest.timestamp() > 365 * 86400  # older than a year
+
+    # The streamer creates the topic itself, with unlimited retention by time.
+    name = f"old-{run}"
+    config = streamer_config({"name": name, "source": "parquet", "path": str(small_world.root),
+                              "topic": settings.topic_transactions, "rate": 20_000}, "")
+    state = StreamerState(settings)
+    state.register(name, config.to_dict())
+    assert Streamer(config, settings, state).run() == "finished"
+    assert topic_retention(settings, settings.topic_transactions)["retention.ms"] == str(
+        settings.kafka_retention_ms)
+
+    # The test broker enforces retention every 5 s; ten days of event time rolled the
+    # log into several segments, which the broker's 7-day default would have deleted.
+    time.sleep(12)
+    before = read_progress(settings, stream.GROUP_ID)
+    assert [p.start for p in before.partitions] == [0] * len(before.partitions)
+    assert (before.sent, before.stored, before.lag, before.lost) == (sent, 0, sent, 0)
+
+    # While the pipeline is not running, the CLI shows the whole backlog as lag.
+    shown = io.StringIO()
+    flags = ["--kafka-bootstrap", settings.kafka_bootstrap, "--redis-port",
+             str(settings.redis_port), "--topic-transactions", settings.topic_transactions]
+    with redirect_stdout(shown):
+        assert cli.main(["streamers", "status", *flags]) == 0
+    assert f"lag {sent:,}" in shown.getvalue(), shown.getvalue()
+
+    stream.run(["--bounded", *prism_args()], settings)
+
+    after = read_progress(settings, stream.GROUP_ID)
+    assert (after.stored, after.lag, after.lost) == (sent, 0, 0)
+    assert all(p.committed == p.end for p in after.partitions)
+    stored = {r.transaction_id for r in store.execute(
+        "SELECT transaction_id FROM transactions", fetch_size=5000)}
+    assert stored == {s.transaction.transaction_id for s in small_world.scored}
+    state.forget(name)
+    state.close()
+    store.close()
+
+
+def test_committed_offset_stops_at_a_message_not_yet_stored(stack, keyspace_for) -> None:
+    run = uuid.uuid4().hex[:8]
+    settings = keyspace_for("test_commit_stored", kafka_bootstrap=stack.kafka_bootstrap,
+                            topic_transactions=f"commit-{run}")
+    topic, group = settings.topic_transactions, f"group-{run}"
+    ensure_topics(settings, {topic: 1})
+    sender = KafkaSender(settings)
+    for i in range(10):
+        sender.send(topic, "a", b"{}", 1_700_000_000_000 + i)
+    sender.flush()
+    sender.close()
+
+    def commit(*batches: tuple[int, ...]) -> int | None:
+        with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+            _ = (p
+                 | beam.Create([tuple(f"kafka:{topic}/0/{o}" for o in b) for b in batches])
+                 | CommitStored(settings.kafka_bootstrap, group))
+        [partition] = consumer_lag(settings, group, topic)
+        return partition.committed
+
+    assert commit((0, 1), (3, 4, 5)) == 2  # offset 2 is not stored: nothing past it counts
+    assert commit((2,), (6,)) == 3  # a new run starts from the committed offset
+    assert commit((3, 4, 5, 7, 8, 9, 6)) == 10
