@@ -215,19 +215,23 @@ def cmd_rules(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_detection.store.keyspace import connect
     from fraud_detection.transforms.rules import load_rules
 
+    if args.action != "list" and not args.target:
+        raise UsageError(f"rules {args.action} needs "
+                         + ("a YAML file" if args.action == "load" else "a rule id"))
+    # The whole file is checked against the rule schema before connecting: a bad one
+    # writes nothing.
+    loaded = load_rules(Path(args.target)) if args.action == "load" else []
     store = connect(settings)
     try:
         if args.action == "load":
-            if not args.target:
-                raise UsageError("rules load needs a YAML file")
-            loaded = load_rules(Path(args.target))
             stored.save_rules(store, loaded)
             print(f"loaded {len(loaded)} rules from {args.target}")
         elif args.action in ("pause", "resume"):
-            if not args.target:
-                raise UsageError(f"rules {args.action} needs a rule id")
             rule = stored.set_paused(store, args.target, args.action == "pause")
             print(f"rule {rule.rule_id} {'paused' if rule.paused else 'active'}")
+        elif args.action == "delete":
+            stored.delete_rule(store, args.target)
+            print(f"rule {args.target} deleted")
         else:
             for rule in stored.stored_rules(store):
                 state = "paused" if rule.paused else "active"
@@ -501,9 +505,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     evl.add_argument("--report", type=Path, help="also write the table to this file")
 
     rul = command("rules", cmd_rules,
-                  "the rules table detection re-reads while it runs: list, load, pause, resume")
-    rul.add_argument("action", choices=("list", "load", "pause", "resume"))
-    rul.add_argument("target", nargs="?", help="YAML file (load) or rule id (pause, resume)")
+                  "the rules table detection re-reads while it runs: list, load, pause, "
+                  "resume, delete")
+    rul.add_argument("action", choices=("list", "load", "pause", "resume", "delete"))
+    rul.add_argument("target", nargs="?",
+                     help="YAML file (load) or rule id (pause, resume, delete)")
 
     sch = command("schema", cmd_schema,
                   "create the keyspace and apply the schema's pending migrations (idempotent)")

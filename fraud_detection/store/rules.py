@@ -12,6 +12,8 @@ from fraud_detection.transforms.rules import Rule, RuleError, RulesSource, parse
 
 _SELECT = "SELECT rule_id, definition, paused FROM rules"
 _UPSERT = "INSERT INTO rules (rule_id, definition, paused, updated_at) VALUES (?, ?, ?, ?)"
+_SELECT_ONE = "SELECT rule_id FROM rules WHERE rule_id = ?"
+_DELETE = "DELETE FROM rules WHERE rule_id = ?"
 
 
 def stored_rules(store: Store) -> list[Rule]:
@@ -38,6 +40,13 @@ def set_paused(store: Store, rule_id: str, paused: bool) -> Rule:
     changed = Rule(rule.rule_id, rule.description, rule.when, rule.weight, paused)
     save_rules(store, [changed])
     return changed
+
+
+def delete_rule(store: Store, rule_id: str) -> None:
+    """Removes a rule from the table; running detection drops it at its next reload."""
+    if store.execute(_SELECT_ONE, (rule_id,)).one() is None:
+        raise RuleError(f"no rule {rule_id!r} in the rules table")
+    store.execute(_DELETE, (rule_id,))
 
 
 class StoredRules(RulesSource):

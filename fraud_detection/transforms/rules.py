@@ -25,8 +25,22 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+# The rule schema: the keys a rule, a leaf condition and a combination may have.
+RULE_FIELDS = ("id", "description", "when", "weight", "paused")
+CONDITION_FIELDS = ("field", "op", "value")
+COMBINATORS = ("all", "any", "not")
+
+
 class RuleError(UsageError):
     pass
+
+
+def _refuse_unknown(mapping: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+    """A key outside the schema is an error naming it, never silently kept or dropped."""
+    allowed = tuple(allowed)
+    unknown = [str(key) for key in mapping if key not in allowed]
+    if unknown:
+        raise RuleError(f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(allowed)})")
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,11 @@ def _check(condition: Mapping[str, Any], values: Mapping[str, Any]) -> tuple[str
 def _validate_condition(condition: Any, where: str) -> None:
     if not isinstance(condition, Mapping):
         raise RuleError(f"{where}: a condition must be a mapping")
+    combinators = [key for key in COMBINATORS if key in condition]
+    if len(combinators) > 1:
+        raise RuleError(f"{where}: one of {', '.join(COMBINATORS)} per condition, got "
+                        f"{', '.join(combinators)}")
+    _refuse_unknown(condition, combinators or CONDITION_FIELDS, where)
     if "all" in condition or "any" in condition:
         parts = condition.get("all", condition.get("any"))
         if not isinstance(parts, list) or not parts:
@@ -96,20 +115,30 @@ def _validate_condition(condition: Any, where: str) -> None:
 
 
 def parse_rules(data: Any, source: str = "rules") -> list[Rule]:
+    """Rules from their YAML form, checked against the schema: an unknown key, a wrong
+    type or a bad condition is a one-line RuleError naming where it is."""
     entries = data.get("rules") if isinstance(data, Mapping) else None
     if not isinstance(entries, list):
         raise RuleError(f"{source}: expected a top-level 'rules:' list")
+    _refuse_unknown(data, ("rules",), source)
     rules, seen = [], set()
     for i, entry in enumerate(entries):
         where = f"{source}: rules[{i}]"
         if not isinstance(entry, Mapping) or "id" not in entry or "when" not in entry:
             raise RuleError(f"{where}: each rule needs an id and a when")
+        _refuse_unknown(entry, RULE_FIELDS, f"{where} ({entry['id']})")
+        if not isinstance(entry["id"], str) or not entry["id"].strip():
+            raise RuleError(f"{where}: id must be non-empty text, got {entry['id']!r}")
+        if not isinstance(entry.get("description", ""), str):
+            raise RuleError(f"{where} ({entry['id']}): description must be text")
+        if not isinstance(entry.get("paused", False), bool):
+            raise RuleError(f"{where} ({entry['id']}): paused must be true or false")
         if entry["id"] in seen:
             raise RuleError(f"{where}: duplicate rule id {entry['id']!r}")
         seen.add(entry["id"])
         _validate_condition(entry["when"], f"{where} ({entry['id']})")
         weight = entry.get("weight", 0.5)
-        if not isinstance(weight, int | float) or not 0 <= weight <= 1:
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
             raise RuleError(f"{where}: weight must be a number in [0, 1]")
         rules.append(Rule(str(entry["id"]), str(entry.get("description", "")), entry["when"],
                           float(weight), bool(entry.get("paused", False))))

@@ -90,3 +90,33 @@ def test_a_rule_change_takes_effect_on_the_next_bundle(tmp_path):
     assert not flagged()
     path.write_text("rules: [oops")  # a broken edit keeps the rules in force
     assert not flagged()
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"rules": [{"id": "a", "severity": "high",
+                 "when": {"field": "x", "op": ">", "value": 1}}]}, "severity"),
+    ({"rules": [{"id": "a", "when": {"field": "x", "op": ">", "value": 1, "unit": "EUR"}}]},
+     "unit"),
+    ({"rules": [{"id": "a", "when": {"all": [{"field": "x", "op": ">", "value": 1}],
+                                     "label": "z"}}]}, "label"),
+    ({"rules": [{"id": "a", "when": {"field": "x", "op": ">", "value": 1}}], "version": 2},
+     "version"),
+])
+def test_unknown_fields_are_refused_by_name(data, field):
+    with pytest.raises(RuleError, match=f"unknown field '{field}'") as caught:
+        parse_rules(data, "r.yaml")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"id": 7}, "id must be non-empty text"),
+    ({"id": "a", "paused": "yes"}, "paused must be true or false"),
+    ({"id": "a", "description": ["x"]}, "description must be text"),
+    ({"id": "a", "weight": True}, "weight must be a number"),
+    ({"id": "a", "when": {"all": [{"field": "x", "op": ">", "value": 1}],
+                          "any": [{"field": "x", "op": ">", "value": 1}]}}, "one of all, any"),
+])
+def test_wrongly_typed_rule_fields_are_refused(entry, message):
+    rule = {"when": {"field": "x", "op": ">", "value": 1}, **entry}
+    with pytest.raises(RuleError, match=message):
+        parse_rules({"rules": [rule]})
