@@ -196,8 +196,12 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     import tempfile
 
-    from fraud_detection.evaluation import evaluate_table
+    from fraud_detection.beam_pipelines.validate import input_pattern
+    from fraud_detection.evaluation import check_input, evaluate_table
 
+    # Labels and days are checked first: computing the features takes minutes.
+    check_input(input_pattern(str(args.input or settings.data_dir)), args.train_days,
+                args.delay_days, args.test_days)
     with tempfile.TemporaryDirectory(prefix="fraud-evaluate-") as tmp:
         table = _feature_table(args, settings, Path(tmp))
     report = evaluate_table(table, args.train_days, args.delay_days, args.test_days,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fraud_detection.errors import UsageError
 from fraud_detection.model import MODEL_FEATURES
@@ -110,6 +111,32 @@ def time_split(days: list[dt.date], train_days: int, delay_days: int,
         raise UsageError(f"the data covers {first}..{max(days)}, but train {train_days} + "
                          f"delay {delay_days} + test {test_days} days end on {test[1]}")
     return train, test
+
+
+def check_input(pattern: str, train_days: int, delay_days: int, test_days: int) -> None:
+    """Fails in one line, before any feature is computed, when the transactions a glob
+    matches cannot be evaluated: no fraud labels, too few days for train + delay + test,
+    or no fraud in the train or the test days. Reads only their times and labels."""
+    from fraud_detection.io.parquet import read_columns
+
+    if delay_days < 0:
+        raise UsageError(f"--delay-days must not be negative, got {delay_days}")
+    table = read_columns(pattern, ("event_time", "label"))
+    times = table["event_time"].drop_null()
+    if len(times) == 0:
+        raise UsageError(f"{pattern}: no transactions to evaluate")
+    labels = pc.fill_null(table["label"], LEGIT)
+    fraud = pc.not_equal(labels, LEGIT)
+    if not pc.any(fraud).as_py():
+        raise UsageError(f"{pattern}: the input has no fraud labels (every transaction is "
+                         "unlabelled or legit): nothing to evaluate against")
+    days = pc.cast(pc.floor_temporal(table["event_time"], unit="day"), pa.date32())
+    distinct = pc.unique(days.drop_null()).to_pylist()
+    train, test = time_split(distinct, train_days, delay_days, test_days)
+    for name, (first, last) in (("train", train), ("test", test)):
+        inside = pc.and_(pc.greater_equal(days, first), pc.less_equal(days, last))
+        if not pc.any(pc.and_(fraud, inside)).as_py():
+            raise UsageError(f"no fraud labels in the {name} days {first}..{last}")
 
 
 def evaluate_table(table: pa.Table, train_days: int, delay_days: int, test_days: int,

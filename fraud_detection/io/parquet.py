@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,24 @@ def entity_pattern(root: Path, kind: str) -> str | None:
     """The glob of one entity kind's Parquet files in a dataset, None when it has none."""
     folder = root / ENTITIES_DIR / kind
     return str(folder / "*.parquet") if any(folder.glob("*.parquet")) else None
+
+
+def read_columns(pattern: str, columns: Sequence[str]) -> pa.Table:
+    """Only `columns` of every transaction file a glob matches (any Beam filesystem): a
+    quick look at a dataset before a pipeline runs over all of it."""
+    from apache_beam.io.filesystems import FileSystems
+
+    schema = pa.schema([TRANSACTION_SCHEMA.field(name) for name in columns])
+    tables = []
+    for match in FileSystems.match([pattern])[0].metadata_list:
+        try:
+            with FileSystems.open(match.path, mime_type="application/octet-stream",
+                                  compression_type="uncompressed") as handle:
+                tables.append(pq.read_table(handle, columns=list(columns)).cast(schema))
+        except (OSError, pa.ArrowException, KeyError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"cannot read {match.path}: {reason}") from None
+    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def read_transactions(root: Path) -> pa.Table:
