@@ -1,6 +1,8 @@
 """The queries the dashboard runs, each checked against who is asking: a customer sees
 only their own user's data, a bank only its own; analysts and admins see everything.
-A refused request raises AccessDenied before any row is read."""
+A refused request raises AccessDenied before any row is read. Asking for something by
+id that exists but is not the viewer's answers exactly as asking for an unknown id, so
+a refusal never reveals that a record exists, nor who owns it."""
 
 from __future__ import annotations
 
@@ -38,13 +40,18 @@ def check_user(store: Store, viewer: Viewer, user_id: str) -> None:
 
 def check_account(store: Store, viewer: Viewer, account_id: str) -> Account:
     found = queries.account(store, account_id)
+    if found is None and viewer.role in STAFF:
+        raise AccessDenied(f"no account {account_id!r}")
+    # Unknown and someone else's are one answer, which never names the owner.
+    refused = AccessDenied(f"{viewer.username} may not see account {account_id!r}")
     if found is None:
-        if viewer.role in STAFF:
-            raise AccessDenied(f"no account {account_id!r}")
-        raise AccessDenied(f"{viewer.username} may not see account {account_id!r}")
+        raise refused
     if viewer.role == "bank" and found.bank_id == viewer.bank_id:
         return found
-    check_user(store, viewer, found.user_id)
+    try:
+        check_user(store, viewer, found.user_id)
+    except AccessDenied:
+        raise refused from None
     return found
 
 
@@ -84,14 +91,19 @@ def anomalies_of_user(store: Store, viewer: Viewer, user_id: str, page_size: int
 
 
 def transaction(store: Store, viewer: Viewer, transaction_id: str) -> ScoredTransaction | None:
+    """The transaction, or None both when there is none and when the viewer may not see
+    it: the two answers are the same, so a lookup reveals neither existence nor owner."""
     found = queries.transaction(store, transaction_id)
     if found is None:
         return None
     tx = found.transaction
-    if viewer.role == "bank":
-        check_bank(viewer, tx.bank_id)
-    else:
-        check_user(store, viewer, tx.user_id)
+    try:
+        if viewer.role == "bank":
+            check_bank(viewer, tx.bank_id)
+        else:
+            check_user(store, viewer, tx.user_id)
+    except AccessDenied:
+        return None
     return found
 
 

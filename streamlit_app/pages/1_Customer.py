@@ -18,8 +18,9 @@ try:
         st.warning(f"No user {user_id!r}.")
         st.stop()
     st.subheader(person.name)
-    st.write(f"{person.email} · {person.country} · bank {person.bank_id} · "
-             f"customer since {person.created_at:%Y-%m-%d}")
+    details = [person.email, person.country, f"bank {person.bank_id}",
+               f"customer since {person.created_at:%Y-%m-%d}"]
+    st.write(" · ".join(d for d in details if d))  # some sources (PaySim) have no e-mail
 
     accounts = access.accounts_of_user(store(), viewer, user_id)
     st.subheader("My accounts")
@@ -47,9 +48,10 @@ try:
     st.subheader("A transaction's details")
     wanted = st.text_input("Transaction id", key="transaction_id")
     if wanted:
+        # None for an unknown id and for someone else's alike: one answer for both.
         found = access.transaction(store(), viewer, wanted)
         if found is None:
-            st.warning(f"No transaction {wanted!r}.")
+            st.warning(f"No transaction {wanted!r} among those you may see.")
         else:
             tx = found.transaction
             st.json({**tx.to_dict(), "event_time": tx.event_time.isoformat(),

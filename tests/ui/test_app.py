@@ -12,7 +12,7 @@ import pytest
 from kafka import KafkaConsumer
 from streamlit.testing.v1 import AppTest
 
-from fraud_detection.store import labels, queries
+from fraud_detection.store import access, labels, queries
 from fraud_detection.store.logins import log_in
 from fraud_detection.transforms.rules import load_rules
 from tests.ui.conftest import PASSWORD
@@ -64,6 +64,38 @@ def test_customer_asking_for_another_user_is_refused(seeded) -> None:
     app.text_input(key="user_id").input("somebody-else").run()
     assert any("Refused" in e.value for e in app.error)
     assert "somebody-else" not in "".join(f.value.to_csv() for f in app.dataframe)
+
+
+def _answer(app: AppTest, transaction_id: str) -> str:
+    """What the page says after a transaction lookup, with the asked id blanked out."""
+    app.text_input(key="transaction_id").input(transaction_id).run()
+    said = [f"{kind}: {e.value}" for kind in ("error", "warning", "info", "success", "json")
+            for e in app.get(kind)]
+    return "\n".join(said).replace(transaction_id, "<id>")
+
+
+def test_customer_lookup_of_unknown_and_foreign_transactions_answers_alike(seeded,
+                                                                           small_world) -> None:
+    _, store, customer, _ = seeded
+    foreign = next(s.transaction for s in small_world.scored
+                   if s.transaction.user_id != customer.user_id)
+    assert queries.transaction(store, foreign.transaction_id) is not None  # it does exist
+    viewer = log_in(store, "cust", PASSWORD)
+    assert access.transaction(store, viewer, foreign.transaction_id) is None
+    assert access.transaction(store, viewer, "no-such-transaction") is None
+    with pytest.raises(access.AccessDenied) as refused:
+        access.check_account(store, viewer, foreign.account_id)
+    assert foreign.user_id not in str(refused.value)  # the owner is never named
+
+    app = _page("pages/1_Customer.py", "cust", store)
+    unknown = _answer(app, "no-such-transaction")
+    theirs = _answer(app, foreign.transaction_id)
+    assert unknown == theirs and "<id>" in theirs, (unknown, theirs)
+    assert not app.error and foreign.user_id not in _texts(app)
+    own = next(s.transaction for s in small_world.scored
+               if s.transaction.user_id == customer.user_id)
+    app.text_input(key="transaction_id").input(own.transaction_id).run()
+    assert not app.warning and own.transaction_id in app.json[0].value  # theirs is shown
 
 
 def test_bank_page_shows_its_transactions_frauds_and_benford(seeded, small_world) -> None:
