@@ -1,6 +1,5 @@
 """The columnar batch path against the per-element path that streaming runs."""
 
-import dataclasses
 import datetime as dt
 import pickle
 from pathlib import Path
@@ -123,7 +122,7 @@ def test_scored_records_round_trip_the_transaction(table) -> None:
     scored = columnar.score_table(ordered, load_rules(), 0.5,
                                   columnar.counterparty_days(ordered))
     records = list(columnar.scored_records(scored))
-    assert [dataclasses.asdict(r.transaction) for r in records] == ordered.to_pylist()
+    assert [r.transaction.to_dict() for r in records] == ordered.to_pylist()
     assert all(0 <= r.score <= 1 and r.flagged == (r.score >= 0.5) for r in records)
 
 
