@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 
 from tests.integration.streaming import settings_env
 from tests.ui.conftest import PASSWORD
@@ -20,6 +21,8 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "out" / "screenshots"
+USERNAME = 'input[aria-label="Username"]'
+PASSWORD_INPUT = 'input[aria-label="Password"]'
 
 
 def _free_port() -> int:
@@ -78,24 +81,93 @@ def _wait_for_text(driver, text: str, timeout: float = 60) -> None:
         time.sleep(0.5)
 
 
-def _wait_until_idle(driver, timeout: float = 60) -> None:
-    """Until Streamlit has finished running the script (its status widget is gone)."""
+def _script_state(driver) -> tuple[str | None, str | None]:
+    """(script run state, connection state) from the app root's data-test-* attributes:
+    'initial' / 'running' / 'rerunRequested' / 'notRunning', and 'CONNECTED' when up."""
+    roots = driver.find_elements("css selector", '[data-testid="stApp"]')
+    if not roots:
+        return None, None
+    try:
+        return (roots[0].get_attribute("data-test-script-state"),
+                roots[0].get_attribute("data-test-connection-state"))
+    except StaleElementReferenceException:  # re-rendered between find and read
+        return None, None
+
+
+def _is_idle(driver) -> bool:
+    script, connection = _script_state(driver)
+    return (script == "notRunning" and connection == "CONNECTED"
+            and not driver.find_elements("css selector", '[data-testid="stStatusWidget"]'))
+
+
+def _wait_until_idle(driver, timeout: float = 60, steady: float = 1.0) -> None:
+    """Until Streamlit is connected and has finished running the script, and stays so for
+    `steady` seconds (a click's rerun may start a moment after the click)."""
     deadline = time.monotonic() + timeout
-    time.sleep(1)
-    while driver.find_elements("css selector", '[data-testid="stStatusWidget"]'):
-        assert time.monotonic() < deadline, "the page kept running"
-        time.sleep(0.5)
+    idle_since = None
+    while True:
+        now = time.monotonic()
+        if _is_idle(driver):
+            idle_since = idle_since or now
+            if now - idle_since >= steady:
+                return
+        else:
+            idle_since = None
+        script, connection = _script_state(driver)
+        assert now < deadline, f"Streamlit kept running (script {script}, {connection})"
+        time.sleep(0.2)
+
+
+def _usable(driver, css: str):
+    """The first displayed, enabled element matching css, or None."""
+    for element in driver.find_elements("css selector", css):
+        try:
+            if element.is_displayed() and element.is_enabled():
+                return element
+        except StaleElementReferenceException:
+            continue
+    return None
+
+
+def _login_button(driver):
+    for button in driver.find_elements("css selector", "button"):
+        try:
+            if button.text.strip() == "Log in" and button.is_displayed() and button.is_enabled():
+                return button
+        except StaleElementReferenceException:
+            continue
+    return None
+
+
+def _wait_for_login_form(driver, timeout: float = 60) -> None:
+    """Until the login form itself is there (both inputs and its button, usable) and
+    Streamlit is idle. The text "Log in" is not enough: "Log in to see your pages."
+    shows before the form exists."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _wait_until_idle(driver, timeout=max(1.0, deadline - time.monotonic()))
+        if (_usable(driver, USERNAME) and _usable(driver, PASSWORD_INPUT)
+                and _login_button(driver)):
+            return
+        assert time.monotonic() < deadline, "the login form never appeared"
+        time.sleep(0.2)
 
 
 def _log_in(driver, url: str, username: str) -> None:
     driver.get(url)
-    _wait_for_text(driver, "Log in")
-    driver.find_element("css selector", 'input[aria-label="Username"]').send_keys(username)
-    driver.find_element("css selector", 'input[aria-label="Password"]').send_keys(PASSWORD)
-    button = next(b for b in driver.find_elements("css selector", "button")
-                  if b.text.strip() == "Log in")
-    button.click()
+    for attempt in range(3):  # a rerun can replace the form between finding and typing
+        _wait_for_login_form(driver)
+        try:
+            _usable(driver, USERNAME).send_keys(username)
+            _usable(driver, PASSWORD_INPUT).send_keys(PASSWORD)
+            _login_button(driver).click()
+            break
+        except (StaleElementReferenceException, AttributeError):
+            if attempt == 2:
+                raise
+            driver.get(url)
     _wait_for_text(driver, f"Logged in as {username}")
+    _wait_until_idle(driver)
 
 
 def _open_page(driver, name: str) -> None:
