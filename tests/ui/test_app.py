@@ -140,6 +140,12 @@ def test_operations_page_shows_streamers_and_dead_letters(seeded) -> None:
     try:
         app = _page("pages/4_Operations.py", "ana", store)
         assert name in _texts(app)
+        # The lag shown is the messages sent but not yet stored, as Kafka has it now.
+        from fraud_detection.beam_pipelines.stream import GROUP_ID
+        from fraud_detection.progress import read_progress
+
+        shown = {m.label: m.value for m in app.metric}
+        assert shown["Lag (sent, not yet stored)"] == f"{read_progress(settings, GROUP_ID).lag:,}"
         app.selectbox(key="streamer").select(name).run()
         app.button(key="streamer-pause").click().run()
         assert state.get(name).command == "pause"
