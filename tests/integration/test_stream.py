@@ -17,13 +17,9 @@ from fraud_detection.io.parquet import read_transactions
 from fraud_detection.stack.runners import prism_args
 from fraud_detection.store import queries
 from fraud_detection.store.keyspace import connect
-from fraud_detection.store.rules import save_rules
-from fraud_detection.store.streamer_state import StreamerState
-from fraud_detection.streamers.config import streamer_config
-from fraud_detection.streamers.runner import Streamer
 from fraud_detection.transforms import columnar
 from fraud_detection.transforms.rules import load_rules
-from tests.integration.worlds import write_entities
+from tests.integration.worlds import replay_world, stream_settings, write_entities
 
 pytestmark = pytest.mark.integration
 
@@ -56,23 +52,13 @@ def _malformed(world_tx: dict, n: int) -> list[tuple[bytes, str]]:
 def test_stream_stores_each_transaction_once_and_dead_letters_malformed(
         stack, small_world, keyspace_for) -> None:
     run = uuid.uuid4().hex[:8]
-    settings = keyspace_for(
-        "test_stream", kafka_bootstrap=stack.kafka_bootstrap, redis_port=stack.ports.redis,
-        topic_transactions=f"tx-{run}", topic_alerts=f"alerts-{run}",
-        topic_dead_letters=f"dead-{run}", topic_labels=f"labels-{run}")
+    settings = stream_settings(keyspace_for, stack, "test_stream", run)
     store = connect(settings)
-    save_rules(store, load_rules())
     write_entities(settings, small_world)
     ensure_topics(settings, {settings.topic_transactions: stream.TRANSACTION_PARTITIONS})
 
     # The world through a streamer, then 1,000 malformed messages after it.
-    name = f"stream-{run}"
-    config = streamer_config({"name": name, "source": "parquet", "path": str(small_world.root),
-                              "topic": settings.topic_transactions, "rate": 20_000}, "")
-    state = StreamerState(settings)
-    state.register(name, config.to_dict())
-    assert Streamer(config, settings, state).run() == "finished"
-    state.forget(name)
+    replay_world(settings, small_world, f"stream-{run}")
     good = [s.transaction for s in small_world.scored]
     sample = {k: (v.isoformat() if isinstance(v, dt.datetime) else v)
               for k, v in good[-1].to_dict().items()}

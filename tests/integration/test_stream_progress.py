@@ -24,12 +24,7 @@ from fraud_detection.io.kafka import (
 from fraud_detection.progress import read_progress
 from fraud_detection.stack.runners import prism_args
 from fraud_detection.store.keyspace import connect
-from fraud_detection.store.rules import save_rules
-from fraud_detection.store.streamer_state import StreamerState
-from fraud_detection.streamers.config import streamer_config
-from fraud_detection.streamers.runner import Streamer
-from fraud_detection.transforms.rules import load_rules
-from tests.integration.worlds import write_entities
+from tests.integration.worlds import replay_world, stream_settings, write_entities
 
 pytestmark = pytest.mark.integration
 
@@ -37,24 +32,15 @@ pytestmark = pytest.mark.integration
 def test_old_history_is_kept_until_stored_and_lag_counts_what_is_not_stored(
         stack, small_world, keyspace_for) -> None:
     run = uuid.uuid4().hex[:8]
-    settings = keyspace_for(
-        "test_progress", kafka_bootstrap=stack.kafka_bootstrap, redis_port=stack.ports.redis,
-        topic_transactions=f"old-tx-{run}", topic_alerts=f"old-alerts-{run}",
-        topic_dead_letters=f"old-dead-{run}", topic_labels=f"old-labels-{run}")
+    settings = stream_settings(keyspace_for, stack, "test_progress", run)
     store = connect(settings)
-    save_rules(store, load_rules())
     write_entities(settings, small_world)
     sent = len(small_world.scored)
     oldest = min(s.transaction.event_time for s in small_world.scored)
     assert time.time() - oldest.timestamp() > 365 * 86400  # older than a year
 
     # The streamer creates the topic itself, with unlimited retention by time.
-    name = f"old-{run}"
-    config = streamer_config({"name": name, "source": "parquet", "path": str(small_world.root),
-                              "topic": settings.topic_transactions, "rate": 20_000}, "")
-    state = StreamerState(settings)
-    state.register(name, config.to_dict())
-    assert Streamer(config, settings, state).run() == "finished"
+    replay_world(settings, small_world, f"old-{run}")
     assert topic_retention(settings, settings.topic_transactions)["retention.ms"] == str(
         settings.kafka_retention_ms)
 
@@ -81,8 +67,6 @@ def test_old_history_is_kept_until_stored_and_lag_counts_what_is_not_stored(
     stored = {r.transaction_id for r in store.execute(
         "SELECT transaction_id FROM transactions", fetch_size=5000)}
     assert stored == {s.transaction.transaction_id for s in small_world.scored}
-    state.forget(name)
-    state.close()
     store.close()
 
 

@@ -59,3 +59,39 @@ def write_entities(settings, world: World) -> None:
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
         _ = (p | beam.Create(world.entities, reshuffle=False)
              | WriteToCassandra(settings, entity_rows))
+
+
+def stream_settings(keyspace_for, stack, keyspace: str, run: str):
+    """Settings for a stream test: a fresh keyspace with the default rules and the test
+    stack's services, and topics of its own."""
+    from fraud_detection.store.keyspace import connect
+    from fraud_detection.store.rules import save_rules
+    from fraud_detection.transforms.rules import load_rules
+
+    settings = keyspace_for(
+        keyspace, kafka_bootstrap=stack.kafka_bootstrap, redis_port=stack.ports.redis,
+        topic_transactions=f"tx-{run}", topic_alerts=f"alerts-{run}",
+        topic_dead_letters=f"dead-{run}", topic_labels=f"labels-{run}")
+    store = connect(settings)
+    try:
+        save_rules(store, load_rules())
+    finally:
+        store.close()
+    return settings
+
+
+def replay_world(settings, world: World, name: str) -> None:
+    """Every transaction of the world into the transactions topic through a streamer."""
+    from fraud_detection.store.streamer_state import StreamerState
+    from fraud_detection.streamers.config import streamer_config
+    from fraud_detection.streamers.runner import Streamer
+
+    config = streamer_config({"name": name, "source": "parquet", "path": str(world.root),
+                              "topic": settings.topic_transactions, "rate": 20_000}, "")
+    state = StreamerState(settings)
+    try:
+        state.register(name, config.to_dict())
+        assert Streamer(config, settings, state).run() == "finished"
+        state.forget(name)
+    finally:
+        state.close()
