@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fraud_detection import __version__
+from fraud_detection import __version__, logs
 from fraud_detection.config import ConfigError, Settings, add_settings_arguments, load_settings
 from fraud_detection.errors import OneLineErrorParser as _Parser
 from fraud_detection.errors import UsageError
@@ -31,6 +33,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a port (1-65535): {value}")
+    return value
+
+
+def _output_folder(path: Path, option: str) -> Path:
+    """path, created if missing; one line naming the option when it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot create the folder: "
+                         f"{exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"{option} {path}: the folder is not writable")
+    return path
+
+
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_detection.datagen.world import WorldConfig, generate
 
@@ -39,7 +60,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
                           start=args.start, fraud_scale=args.fraud_scale)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    out = args.out or settings.data_dir
+    out = _output_folder(args.out or settings.data_dir, "--out")
     report = generate(cfg, out, progress=not args.quiet)
     print(f"{out}: {report.summary()}")
     return 0
@@ -399,6 +420,11 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     settings_flags = _Parser(add_help=False)
     add_settings_arguments(settings_flags)
+    # SUPPRESS: `add --verbose bank` is not undone by the kind's own default.
+    settings_flags.add_argument("-v", "--verbose", action="store_true",
+                                default=argparse.SUPPRESS,
+                                help="libraries' warnings and tracebacks on the terminal too, "
+                                     "not only in the log file (the log_file setting)")
     parser = _Parser(
         prog="fraud-detection",
         description="Fraud detection for banks on Apache Beam.",
@@ -524,7 +550,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     from fraud_detection.records import ENTITY_FIELDS
 
     for kind, flags in ENTITY_FIELDS.items():
-        sub = kinds.add_parser(kind, help=f"add a {kind}")
+        sub = kinds.add_parser(kind, help=f"add a {kind}", parents=[settings_flags])
         for flag in flags:
             optional = flag.endswith("_at")
             sub.add_argument("--" + flag.replace("_", "-"), dest=flag, required=not optional,
@@ -552,7 +578,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
 
     dash = command("dashboard", cmd_dashboard,
                    "run the Streamlit dashboard (customers, banks, analysts, operators)")
-    dash.add_argument("--port", type=int, default=8501)
+    dash.add_argument("--port", type=_port, default=8501)
 
     lgn = command("logins", cmd_logins, "add a dashboard login with a role (password from "
                                         "an environment variable)")
@@ -579,17 +605,36 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command. Every failure is one line on stderr and a non-zero exit; the
+    details (library warnings, tracebacks) go to the log file, and with --verbose to the
+    terminal too."""
     parser, handlers = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
-        parser.print_help()
-        return 2
+        parser.error(f"give a command: {', '.join(handlers)}")
+    name = f"fraud-detection {args.command}"
     try:
         settings = load_settings(args)
+    except ConfigError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    log_file = logs.setup(settings.log_file, settings.log_level,
+                          verbose=getattr(args, "verbose", False), prefix=f"{name}: ")
+    try:
         return handlers[args.command](args, settings)
     except (UsageError, ConfigError) as exc:
-        print(f"fraud-detection {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {logs.one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"fraud-detection {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # unforeseen: one line here, the traceback in the log
+        logging.getLogger(__name__).error("%s failed", name, exc_info=True,
+                                          extra={"terminal": False})
+        if isinstance(exc, OSError) and exc.filename:  # a file it could not read or write
+            what = f"{exc.filename}: {exc.strerror or exc}"
+        else:
+            what = f"{type(exc).__name__}: {logs.one_line(str(exc))}"
+        details = f" (traceback in {log_file})" if log_file else ""
+        print(f"{name}: error: {what}{details}", file=sys.stderr)
+        return 1

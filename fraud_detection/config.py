@@ -74,6 +74,9 @@ class Settings:
     fraud_threshold: float = _setting(0.5, "score at which a transaction is flagged",
                                       minimum=0.0, maximum=1.0)
     log_level: str = _setting("INFO", "logging level", choices=LOG_LEVELS)
+    log_file: Path = _setting(_cache_dir() / "logs" / "fraud-detection.log",
+                              "where the commands log (library warnings, tracebacks); "
+                              "the terminal shows them with --verbose")
 
     def as_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = {}

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fraud_detection.beam_pipelines import batch
 from fraud_detection.config import Settings
-from fraud_detection.io.parquet import TRANSACTIONS_DIR
+from fraud_detection.io.parquet import TRANSACTIONS_DIR, UnreadableFileError, check_readable
 from fraud_detection.store.keyspace import connect
 from fraud_detection.store.tables import clear_flags_of_day
 
@@ -33,7 +34,10 @@ def day_files(root: Path, day: dt.date) -> list[Path]:
 def _people_of(files: list[Path]) -> tuple[set[str], set[str]]:
     banks, users = set(), set()
     for f in files:
-        table = pq.read_table(f, columns=["bank_id", "user_id"])
+        try:
+            table = pq.read_table(f, columns=["bank_id", "user_id"])
+        except (OSError, pa.ArrowException) as exc:
+            raise UnreadableFileError(f"cannot read {f}: {exc}".splitlines()[0]) from None
         banks.update(table["bank_id"].to_pylist())
         users.update(table["user_id"].to_pylist())
     return banks, users
@@ -45,6 +49,9 @@ def run_day(root: Path, day: dt.date, settings: Settings, beam_args: list[str]) 
     if not files:
         return DayResult(day, False, f"no Parquet files for {day} under {root}", 0.0)
     try:
+        # Every file of the day readable first: a damaged one fails the day before its
+        # flags are cleared or any row is written.
+        check_readable([str(f) for f in files])
         banks, users = _people_of(files)
         # A re-score may clear flags: drop the day's flagged-only rows first (one range
         # delete per partition, at a time before any of the new writes).

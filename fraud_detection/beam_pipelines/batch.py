@@ -19,13 +19,15 @@ from fraud_detection.beam_pipelines.options import (
     DetectOptions,
     DetectSummary,
     InputOptions,
+    runs_here,
     with_local_runner,
 )
 from fraud_detection.beam_pipelines.validate import input_pattern
 from fraud_detection.config import Settings
 from fraud_detection.errors import UsageError
 from fraud_detection.io.cassandra import WriteToCassandra
-from fraud_detection.io.parquet import ENTITY_KINDS, dataset_root, entity_pattern
+from fraud_detection.io.parquet import ENTITY_KINDS, check_readable, dataset_root, entity_pattern
+from fraud_detection.store.keyspace import connect
 from fraud_detection.store.tables import (
     benford_row,
     dead_letter_row,
@@ -60,11 +62,18 @@ def run(argv: list[str], settings: Settings) -> DetectSummary:
     root = dataset_root(source)
     entity_globs = {kind: entity_pattern(root, kind) for kind in ENTITY_KINDS} if root else {}
     entity_patterns = {kind: glob for kind, glob in entity_globs.items() if glob}
+    # A damaged entity file fails here too, in one line, before anything is written.
+    check_readable(m.path for glob in entity_patterns.values()
+                   for m in FileSystems.match([glob])[0].metadata_list)
     if not entity_patterns:
         logging.getLogger(__name__).warning(
             "no entities/ beside %s: only transactions are written", source)
     # Dead letters of one run share a day, so re-running a day rewrites the same rows.
     received = dt.datetime.combine(dt.date.today(), dt.time(), dt.UTC)
+    if runs_here(options):
+        # Fail fast: the writers first connect once rows reach them, minutes into a run.
+        # Not for a remote runner, whose workers may reach hosts this machine cannot.
+        connect(settings).close()
     started = time.monotonic()
     with beam.Pipeline(options=options) as pipeline:
         checked = (pipeline

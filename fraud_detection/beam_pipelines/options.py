@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
 from apache_beam.options.pipeline_options import (
@@ -19,6 +20,9 @@ PORTABLE_DEFAULT_TIMEOUT = 300
 # Beam's DirectRunner tries to download Prism first; the Python FnApiRunner never
 # reaches the network, so it is the local default.
 LOCAL_RUNNER = "FnApiRunner"
+# Runners whose workers run on this machine, so they reach the same hosts it does.
+_LOCAL_RUNNERS = ("fnapi", "prism", "direct", "switchingdirect", "bundlebaseddirect",
+                  "testdirect")
 
 
 class DetectOptions(PipelineOptions):
@@ -67,6 +71,13 @@ def with_local_runner(options: PipelineOptions) -> PipelineOptions:
     return options
 
 
+def runs_here(options: PipelineOptions) -> bool:
+    """Whether the pipeline's workers run on this machine (a local runner)."""
+    runner = options.view_as(StandardOptions).runner or LOCAL_RUNNER
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return name.rsplit(".", 1)[-1].lower().removesuffix("runner") in _LOCAL_RUNNERS
+
+
 def counter_value(result, name: str) -> int:
     """The committed value of a pipeline counter by name (0 when it never ran)."""
     counters = result.metrics().query()["counters"]
@@ -77,17 +88,48 @@ def check_beam_args(args: list[str]) -> list[str]:
     """Fail with one line on a Beam option Beam does not know (it would only log it)."""
     import argparse
 
+    from fraud_detection.errors import UsageError
+
+    class OneLineParser(argparse.ArgumentParser):
+        # A bad value (`--direct_num_workers=x`) is one line, not Beam's usage dump.
+        def error(self, message: str) -> typing.NoReturn:
+            raise UsageError(f"Beam options: {message}")
+
     args = [a for a in args if a != "--"]
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = OneLineParser(add_help=False, allow_abbrev=False)
     for cls in _all_subclasses(PipelineOptions):
         cls._add_argparse_args(parser)
-    _, unknown = parser.parse_known_args(args)
+    known, unknown = parser.parse_known_args(args)
     flags = [a for a in unknown if a.startswith("-")]
     if flags or unknown:
-        from fraud_detection.errors import UsageError
-
         raise UsageError(f"unknown Beam option: {(flags or unknown)[0]}")
+    if known.runner is not None:
+        check_runner(known.runner)
     return args
+
+
+def check_runner(name: str) -> None:
+    """Fail with one line on a --runner Beam cannot create (it would raise while the
+    pipeline is built, with a traceback)."""
+    import importlib
+
+    from fraud_detection.errors import UsageError
+
+    # Beam's own lookup (apache_beam.runners.runner.create_runner): a known name, with or
+    # without "Runner", in any case, or a dotted path to a PipelineRunner class.
+    known = {path.rsplit(".", 1)[-1].lower() for path in StandardOptions.ALL_KNOWN_RUNNERS}
+    if name.lower() in known or name.lower() + "runner" in known:
+        return
+    if "." in name:
+        module, _, attribute = name.rpartition(".")
+        try:
+            if hasattr(importlib.import_module(module), attribute):
+                return
+        except ImportError:
+            pass
+    raise UsageError(f"--runner: no such Beam runner: {name!r} (known: "
+                     f"{', '.join(StandardOptions.KNOWN_RUNNER_NAMES)}, or a runner's "
+                     "module.Class)")
 
 
 def _all_subclasses(cls: type) -> list[type]:

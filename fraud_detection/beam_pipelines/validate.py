@@ -16,7 +16,7 @@ from fraud_detection.beam_pipelines.options import (
     with_local_runner,
 )
 from fraud_detection.errors import UsageError
-from fraud_detection.io.parquet import TRANSACTIONS_DIR
+from fraud_detection.io.parquet import TRANSACTIONS_DIR, check_readable
 from fraud_detection.transforms.parse import ValidateTransactions
 
 
@@ -42,14 +42,17 @@ class ValidateSummary:
 
 
 def input_pattern(value: str | None) -> str:
-    """The file glob for --input, failing with one line when it matches nothing."""
+    """The file glob for --input, failing with one line when it matches nothing or a
+    matched file is damaged."""
     if not value:
         raise UsageError("--input is required: a Parquet glob or a dataset folder")
     pattern = value
     if not any(ch in value for ch in "*?[") and not value.endswith(".parquet"):
         pattern = FileSystems.join(value, TRANSACTIONS_DIR, "date=*", "*.parquet")
-    if not FileSystems.match([pattern])[0].metadata_list:
+    matched = FileSystems.match([pattern])[0].metadata_list
+    if not matched:
         raise UsageError(f"no Parquet files match {pattern}")
+    check_readable(sorted(m.path for m in matched))  # a damaged file: one line, nothing read
     return pattern
 
 

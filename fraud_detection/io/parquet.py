@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from fraud_detection.errors import UsageError
 from fraud_detection.records import Entity, validate_entity
 
 TRANSACTIONS_DIR = "transactions"
@@ -154,14 +155,14 @@ def read_transactions(root: Path) -> pa.Table:
     files = transaction_files(root)
     if not files:
         return TRANSACTION_SCHEMA.empty_table()
-    return pa.concat_tables(pq.read_table(f, schema=TRANSACTION_SCHEMA) for f in files)
+    return pa.concat_tables(read_file(f, TRANSACTION_SCHEMA) for f in files)
 
 
 def read_entities(root: Path, kind: str) -> pa.Table:
     files = sorted((root / ENTITIES_DIR / kind).glob("*.parquet"))
     if not files:
         return ENTITY_SCHEMAS[kind].empty_table()
-    return pa.concat_tables(pq.read_table(f, schema=ENTITY_SCHEMAS[kind]) for f in files)
+    return pa.concat_tables(read_file(f, ENTITY_SCHEMAS[kind]) for f in files)
 
 
 def entity_records(root: Path, kind: str) -> list[Entity]:
@@ -173,3 +174,39 @@ def entity_records(root: Path, kind: str) -> list[Entity]:
             raise ValueError(f"{root}: {kind} row {row!r}: {'; '.join(errors)}")
         records.append(entity)
     return records
+
+
+class UnreadableFileError(UsageError):
+    """A Parquet file that is damaged, truncated or not Parquet at all; names the file."""
+
+
+def _unreadable(path: str | Path, exc: Exception) -> UnreadableFileError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UnreadableFileError(f"cannot read {path}: {reason}")
+
+
+def read_file(path: Path, schema: pa.Schema) -> pa.Table:
+    """One Parquet file in schema; a damaged file is an error naming it."""
+    try:
+        return pq.read_table(path, schema=schema)
+    except (OSError, pa.ArrowException) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def check_readable(paths: Iterable[str]) -> None:
+    """Opens each file's footer (its magic bytes and metadata, not its rows), so a damaged
+    or truncated file fails before a pipeline has read, and written, anything: one error
+    naming the first such file, and how many more there are."""
+    from apache_beam.io.filesystems import FileSystems
+
+    bad: list[UnreadableFileError] = []
+    for path in paths:
+        try:
+            with FileSystems.open(path, mime_type="application/octet-stream",
+                                  compression_type="uncompressed") as handle:
+                pq.ParquetFile(handle)
+        except (OSError, pa.ArrowException) as exc:
+            bad.append(_unreadable(path, exc))
+    if bad:
+        more = f" (and {len(bad) - 1} more damaged files)" if len(bad) > 1 else ""
+        raise UnreadableFileError(f"{bad[0]}{more}")
