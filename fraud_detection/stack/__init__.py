@@ -31,8 +31,11 @@ def default_state_dir() -> Path:
 
 
 def default_jars_dir() -> Path:
-    # Shared by every state dir (tests use their own), so jars are fetched once per user.
-    return default_state_dir() / "jars"
+    """The jars of every stack a user runs, whatever its state dir (tests use their own,
+    FRAUD_STACK_DIR may move one): in the default stack's folder, fetched once per user."""
+    from fraud_detection.config import Settings
+
+    return Settings().stack_dir / "jars"
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """A 3-node Cassandra cluster keeps QUORUM reads and writes through one node's outage.
 
-Design: the cluster runs in its own state dir on 127.0.0.1-3 with its own ports (native
-19042, storage 17000, JMX 17199-17201), so it never touches the 1-node stack on
-127.0.0.1:9042 (which may be running at the same time) and is removed afterwards.
+Design: the cluster runs in its own state dir (test-cluster) on 127.0.0.1-3 with its own
+ports (the session's offset plus CLUSTER_OFFSET: native 20042, storage 18000, JMX
+18199-18201 by default), so it never touches the session's 1-node stack or a user's
+default one (either may be running at the same time) and is removed afterwards.
 """
 
 import shutil
@@ -20,28 +21,22 @@ from cassandra.query import SimpleStatement
 
 from fraud_detection.config import load_settings
 from fraud_detection.io.cassandra import WriteToCassandra
-from fraud_detection.stack import (
-    Ports,
-    StackInfo,
-    default_state_dir,
-    down,
-    start_node,
-    stop_node,
-)
+from fraud_detection.stack import StackInfo, down, start_node, stop_node
 from fraud_detection.store import queries
 from fraud_detection.store.keyspace import apply_schema, connect
 from fraud_detection.store.tables import scored_transaction_rows
+from tests import stack_env
 from tests.integration.worlds import World
 
 pytestmark = pytest.mark.integration
 
-PORTS = Ports(cassandra_native=19042, cassandra_storage=17000, cassandra_jmx=17199)
+PORTS = stack_env.stack_ports(stack_env.CLUSTER_OFFSET)
 HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 
 
 @pytest.fixture(scope="module")
 def cluster_dir() -> Iterator[Path]:
-    state = default_state_dir().with_name("stack-cluster-test")
+    state = stack_env.stack_dir("cluster")
     down(state)  # leftovers of an interrupted run
     shutil.rmtree(state, ignore_errors=True)
     yield state

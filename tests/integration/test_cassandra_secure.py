@@ -1,7 +1,8 @@
 """Password authentication and TLS: the sink and the queries work against a node that
 requires both, and a client without credentials is refused with a one-line reason.
 
-The node runs in its own state dir on its own ports, beside the shared stack."""
+The node runs in its own state dir (test-secure) on its own ports (the session's offset
+plus SECURE_OFFSET), beside the session's stack and a user's default one."""
 
 from __future__ import annotations
 
@@ -16,20 +17,21 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from fraud_detection.config import load_settings
 from fraud_detection.io.cassandra import WriteToCassandra
-from fraud_detection.stack import Ports, StackInfo, default_state_dir, down, tls_ca_file
+from fraud_detection.stack import StackInfo, down, tls_ca_file
 from fraud_detection.store import queries
 from fraud_detection.store.keyspace import SchemaError, apply_schema, connect
 from fraud_detection.store.tables import scored_transaction_rows
+from tests import stack_env
 from tests.integration.worlds import World
 
 pytestmark = pytest.mark.integration
 
-PORTS = Ports(cassandra_native=29042, cassandra_storage=27000, cassandra_jmx=27199)
+PORTS = stack_env.stack_ports(stack_env.SECURE_OFFSET)
 
 
 @pytest.fixture(scope="module")
 def secure_dir() -> Iterator[Path]:
-    state = default_state_dir().with_name("stack-secure-test")
+    state = stack_env.stack_dir("secure")
     down(state)
     shutil.rmtree(state, ignore_errors=True)
     yield state
@@ -43,7 +45,8 @@ def test_sink_and_queries_over_tls_with_a_password(
                cassandra_secure=True)
     base = {"cassandra_port": PORTS.cassandra_native, "cassandra_keyspace": "fraud_secure",
             "cassandra_tls_ca_file": str(tls_ca_file(secure_dir))}
-    with pytest.raises(SchemaError, match=r"cannot reach Cassandra at 127\.0\.0\.1:29042"):
+    with pytest.raises(SchemaError,
+                       match=rf"cannot reach Cassandra at 127\.0\.0\.1:{PORTS.cassandra_native}"):
         connect(load_settings(base))
     settings = load_settings({**base, "cassandra_username": "cassandra",
                               "cassandra_password": "cassandra"})

@@ -12,8 +12,8 @@ from fraud_detection.stack import StackInfo, status, stop, up
 pytestmark = pytest.mark.integration
 
 
-def _pid(name: str) -> int | None:
-    return next(s.pid for s in status() if s.name == name)
+def _pid(stack: StackInfo, name: str) -> int | None:
+    return next(s.pid for s in status(stack.state_dir) if s.name == name)
 
 
 def test_kafka_messages_survive_a_broker_restart(stack: StackInfo) -> None:
@@ -26,10 +26,10 @@ def test_kafka_messages_survive_a_broker_restart(stack: StackInfo) -> None:
     finally:
         producer.close()
 
-    before = _pid("kafka")
-    assert stop("kafka")
-    up(services=("kafka",))
-    assert _pid("kafka") not in (None, before)
+    before = _pid(stack, "kafka")
+    assert stop("kafka", stack.state_dir)
+    up(services=("kafka",), ports=stack.ports, state_dir=stack.state_dir)
+    assert _pid(stack, "kafka") not in (None, before)
 
     consumer = KafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, group_id=None,
                              auto_offset_reset="earliest", consumer_timeout_ms=30_000)
@@ -63,15 +63,15 @@ def test_redis_set_then_get(stack: StackInfo) -> None:
         key = f"stack-test-{uuid.uuid4().hex}"
         client.set(key, "value", ex=60)
         assert client.get(key) == b"value"
-        assert client.info("server")["process_id"] == _pid("redis")  # our server answered
+        assert client.info("server")["process_id"] == _pid(stack, "redis")  # ours answered
     finally:
         client.close()
 
 
 def test_up_again_changes_nothing(stack: StackInfo) -> None:
-    before = {s.name: s.pid for s in status()}
+    before = {s.name: s.pid for s in status(stack.state_dir)}
     began = time.monotonic()
-    up()
+    up(ports=stack.ports, state_dir=stack.state_dir)
     assert time.monotonic() - began < 15
-    assert {s.name: s.pid for s in status()} == before
+    assert {s.name: s.pid for s in status(stack.state_dir)} == before
     assert None not in before.values()

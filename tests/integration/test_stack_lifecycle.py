@@ -29,20 +29,28 @@ def _pids_mentioning(text: str) -> list[int]:
     return [pid for pid in found if _alive(pid)]
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_down_leaves_no_process_of_ours(stack: StackInfo, stack_was_running: bool) -> None:
-    pids = {s.name: s.pid for s in status() if s.running}
+    # The session's stack (tests/stack_env.py), never the default one a user runs.
+    state = stack.state_dir
+    pids = {s.name: s.pid for s in status(state) if s.running}
     assert set(pids) == {"kafka", "cassandra-1", "redis"}
 
-    assert sorted(down()) == sorted(pids)
+    assert sorted(down(state)) == sorted(pids)
 
     assert [name for name, pid in pids.items() if pid is not None and _alive(pid)] == []
-    assert _pids_mentioning(str(stack.state_dir)) == []  # the JVMs name their config files
-    assert not any(s.running for s in status())
+    assert _pids_mentioning(f"{state}/") == []  # the JVMs name their config files
+    assert not any(s.running for s in status(state))
     assert not any(port_open("127.0.0.1", port) for port in (
         stack.ports.kafka, stack.ports.cassandra_native, stack.ports.redis))
-    assert down() == []
-    if stack_was_running:  # leave a developer's stack as we found it
-        up()
+    assert down(state) == []
+    if stack_was_running:  # leave the test stack as we found it
+        up(ports=stack.ports, state_dir=state)
 
 
 def test_a_busy_port_fails_the_start_in_one_line(
@@ -63,5 +71,5 @@ def test_a_service_that_exits_raises_with_its_log(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fetch, "redis_server", lambda: "/bin/false")
     with pytest.raises(StackError, match=r"redis exited with code 1 during startup.*redis\.log"):
-        up(("redis",), ports=Ports(redis=16379), state_dir=tmp_path)
+        up(("redis",), ports=Ports(redis=_free_port()), state_dir=tmp_path)
     assert not any(s.running for s in status(tmp_path))
