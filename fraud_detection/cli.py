@@ -336,6 +336,7 @@ def cmd_streamers(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "status":
             _print_streamers(state.all() if not args.names else
                              [state.get(name) for name in args.names])
+            _print_pipeline_progress(settings)
             return 0
         if not args.names:
             raise UsageError(f"streamers {args.action} needs one or more streamer names")
@@ -362,6 +363,19 @@ def _print_streamers(statuses) -> None:
               + (f"  error: {s.error}" if s.error else ""))
     if not statuses:
         print("no streamers registered (start some with `streamers start`)")
+
+
+def _print_pipeline_progress(settings: Settings) -> None:
+    from fraud_detection.beam_pipelines.stream import GROUP_ID
+    from fraud_detection.progress import read_progress
+
+    try:
+        progress = read_progress(settings, GROUP_ID)
+    except Exception as exc:  # Kafka down: the streamers' table above still stands
+        print(f"stream pipeline: progress unknown: Kafka at {settings.kafka_bootstrap}: "
+              f"{type(exc).__name__}")
+        return
+    print(f"stream pipeline ({settings.topic_transactions}): {progress.describe()}")
 
 
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
