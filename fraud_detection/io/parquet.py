@@ -147,7 +147,7 @@ def read_columns(pattern: str, columns: Sequence[str]) -> pa.Table:
                 tables.append(pq.read_table(handle, columns=list(columns)).cast(schema))
         except (OSError, pa.ArrowException, KeyError) as exc:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ValueError(f"cannot read {match.path}: {reason}") from None
+            raise UsageError(f"cannot read {match.path}: {reason}") from None
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
