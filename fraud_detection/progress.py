@@ -47,8 +47,8 @@ class Progress:
     def lost(self) -> int:
         return sum(p.lost for p in self.partitions)
 
-    def describe(self) -> str:
-        rate = ("not reporting" if self.stored_per_second is None
+    def describe(self, no_rate: str = "the pipeline is not reporting") -> str:
+        rate = (no_rate if self.stored_per_second is None
                 else f"{self.stored_per_second:,.1f} stored/s")
         text = (f"{self.stored:,} of {self.sent:,} messages stored, lag {self.lag:,}, {rate}")
         if self.lost:
@@ -107,7 +107,8 @@ class ProgressReporter(threading.Thread):
             rate = None if before is None else (stored - before[1]) / (now - before[0])
             before = (now, stored)
             progress = Progress(partitions, rate, now)
-            print(f"stream: progress: {progress.describe()}", flush=True)
+            print(f"stream: progress: {progress.describe('rate from the next report')}",
+                  flush=True)
             if progress.lost > self.warned_lost:
                 _warn(f"stream: warning: topic {self.settings.topic_transactions}: the broker "
                       f"deleted {progress.lost:,} messages before they were stored (log start "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -588,6 +589,7 @@ class _CommitStoredFn(DoFn):
 
     def process(self, element, state=DoFn.StateParam(FRONTIER)):
         from kafka import OffsetAndMetadata, TopicPartition
+        from kafka.errors import KafkaError
 
         key, offsets = element
         topic, partition = key.rsplit("/", 1)
@@ -595,12 +597,35 @@ class _CommitStoredFn(DoFn):
         saved = state.read()
         if saved is None:
             # Offsets before the group's committed one were stored by an earlier run.
-            start = self.consumer.beginning_offsets([tp])[tp]
-            saved = (max(start, self.consumer.committed(tp) or start), ())
+            start = self._with_retries(lambda: self.consumer.beginning_offsets([tp])[tp])
+            committed = self._with_retries(lambda: self.consumer.committed(tp))
+            first = max(start, committed or start)
+            saved = (first, (), first)
         frontier, pending = advance_frontier(saved[0], saved[1], offsets)
-        state.write((frontier, pending))
-        if frontier > saved[0]:
-            self.consumer.commit({tp: OffsetAndMetadata(frontier, "", -1)})
+        committed = saved[2]
+        if frontier > committed:
+            try:
+                self.consumer.commit({tp: OffsetAndMetadata(frontier, "", -1)})
+                committed = frontier
+            except KafkaError as exc:  # the broker restarting: the next batch commits it
+                logging.getLogger(__name__).warning(
+                    "commit of %s at %d failed, retried with the next batch: %s",
+                    key, frontier, exc)
+        state.write((frontier, pending, committed))
+
+    @staticmethod
+    def _with_retries(ask: Callable[[], Any]) -> Any:
+        # A failed bundle ends a Prism job: wait out a broker restart instead.
+        from kafka.errors import KafkaError
+
+        for attempt in range(1, 41):
+            try:
+                return ask()
+            except KafkaError:
+                if attempt == 40:
+                    raise
+                time.sleep(min(0.25 * 2 ** (attempt - 1), 30.0))
+        return None
 
 
 class CommitStored(PTransform):
