@@ -19,38 +19,16 @@ from fraud_detection.beam_pipelines.options import (
 )
 from fraud_detection.beam_pipelines.validate import input_pattern
 from fraud_detection.errors import UsageError
-from fraud_detection.model import MODEL_FEATURES, model_vector
-from fraud_detection.transforms.detect import FeatureTransactions
+from fraud_detection.transforms.columnar import FEATURE_TABLE_SCHEMA, table_of
+from fraud_detection.transforms.detect import DEFAULT_SHARDS, DetectFraudTables
 from fraud_detection.transforms.parse import ValidateTransactions
-from fraud_detection.transforms.rules import evaluate as evaluate_rules
 from fraud_detection.transforms.rules import load_rules
-from fraud_detection.transforms.score import combine, rule_values
-
-FEATURE_TABLE_SCHEMA = pa.schema([
-    ("transaction_id", pa.string()),
-    ("event_time", pa.timestamp("us", tz="UTC")),
-    ("account_id", pa.string()),
-    ("label", pa.string()),
-    ("amount_cents", pa.int64()),
-    ("rules_score", pa.float64()),
-    *((name, pa.float64()) for name in MODEL_FEATURES),
-])
 
 
 class FeatureOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         parser.add_argument("--features_out", help="path prefix of the feature Parquet files")
-
-
-def feature_row(featured, rules) -> dict:
-    tx = featured.transaction
-    hits = evaluate_rules(rules, rule_values(featured))
-    row = {"transaction_id": tx.transaction_id, "event_time": tx.event_time,
-           "account_id": tx.account_id, "label": tx.label, "amount_cents": tx.amount_cents,
-           "rules_score": combine([h.weight for h in hits])}
-    row.update(zip(MODEL_FEATURES, model_vector(featured).tolist(), strict=True))
-    return row
 
 
 @dataclass(frozen=True)
@@ -73,11 +51,14 @@ def run(argv: list[str] | None = None) -> FeatureSummary:
         checked = (pipeline
                    | "Read" >> beam.io.ReadFromParquet(pattern)
                    | "Validate" >> ValidateTransactions(source=f"parquet:{pattern}"))
+        # The batch path's detection, features only: what is trained is what is served.
         _ = (checked.valid
-             | "Featured" >> FeatureTransactions()
-             | "ToRow" >> beam.Map(feature_row, rules)
-             | "Write" >> beam.io.WriteToParquet(opts.features_out, FEATURE_TABLE_SCHEMA,
-                                                 file_name_suffix=".parquet"))
+             | "Batches" >> beam.BatchElements(min_batch_size=1_000, max_batch_size=20_000)
+             | "Tables" >> beam.Map(table_of)
+             | "Features" >> DetectFraudTables(rules, shards=DEFAULT_SHARDS,
+                                              features_only=True)
+             | "Write" >> beam.io.WriteToParquetBatched(
+                 opts.features_out, FEATURE_TABLE_SCHEMA, file_name_suffix=".parquet"))
     result = pipeline.result
     return FeatureSummary(counter_value(result, "valid"), counter_value(result, "dead_lettered"),
                           opts.features_out, time.monotonic() - started)

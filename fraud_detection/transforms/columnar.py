@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fraud_detection.io.parquet import TRANSACTION_SCHEMA, transactions_table
+from fraud_detection.model import MODEL_FEATURES
 from fraud_detection.records import (
     COUNTERPARTY_TYPES,
     CREDIT_TX_TYPES,
@@ -52,6 +53,15 @@ SCORE_FIELDS = [("score", pa.float64()), ("flagged", pa.bool_()),
                 ("reasons", pa.list_(pa.string())), ("late", pa.bool_()),
                 ("model_version", pa.string())]
 SCORED_SCHEMA = pa.schema([*TRANSACTION_SCHEMA, *SCORE_FIELDS])
+FEATURE_TABLE_SCHEMA = pa.schema([
+    ("transaction_id", pa.string()),
+    ("event_time", pa.timestamp("us", tz="UTC")),
+    ("account_id", pa.string()),
+    ("label", pa.string()),
+    ("amount_cents", pa.int64()),
+    ("rules_score", pa.float64()),
+    *((name, pa.float64()) for name in MODEL_FEATURES),
+])
 _POWERS_OF_TEN = 10 ** np.arange(19, dtype=np.int64)
 
 
@@ -401,15 +411,38 @@ def model_matrix(table: pa.Table, features: Mapping[str, np.ndarray]) -> np.ndar
     return np.column_stack(columns)
 
 
+def detect_features(table: pa.Table, counterparty: pa.Table, delay_days: int = DELAY_DAYS,
+                    window_days: int = WINDOW_DAYS) -> tuple[pa.Table, dict[str, np.ndarray]]:
+    """Transactions (whole account histories) -> (the rows in account order, every
+    feature of each row, counterparty risk included)."""
+    table = in_account_order(table.select(TRANSACTION_SCHEMA.names).cast(TRANSACTION_SCHEMA))
+    features = account_features(table)
+    features["counterparty_risk"] = counterparty_risk(table, counterparty, delay_days,
+                                                      window_days)
+    return table, features
+
+
+def feature_table(table: pa.Table, rules: Sequence[Rule], counterparty: pa.Table,
+                  delay_days: int = DELAY_DAYS, window_days: int = WINDOW_DAYS) -> pa.Table:
+    """What `train` and `evaluate` learn from (FEATURE_TABLE_SCHEMA): each transaction's
+    label, its model vector and the rules' noisy-or, computed as score_table does."""
+    table, features = detect_features(table, counterparty, delay_days, window_days)
+    remaining = np.ones(table.num_rows)
+    for rule, rows, _ in _firings(rules, table, features):
+        remaining[rows] *= 1.0 - rule.weight
+    matrix = model_matrix(table, features)
+    columns = {name: table[name] for name in FEATURE_TABLE_SCHEMA.names[:5]}
+    columns["rules_score"] = pa.array(1.0 - remaining)
+    columns.update((name, pa.array(matrix[:, i])) for i, name in enumerate(MODEL_FEATURES))
+    return pa.table(columns, schema=FEATURE_TABLE_SCHEMA)
+
+
 def score_table(table: pa.Table, rules: Sequence[Rule], threshold: float,
                 counterparty: pa.Table, model: Any = None, model_version: str = "",
                 delay_days: int = DELAY_DAYS, window_days: int = WINDOW_DAYS) -> pa.Table:
     """Transactions (whole account histories) -> the same rows in account order with
     score, flagged, reasons, late and model_version, as transforms.score.decide gives."""
-    table = in_account_order(table.select(TRANSACTION_SCHEMA.names).cast(TRANSACTION_SCHEMA))
-    features = account_features(table)
-    features["counterparty_risk"] = counterparty_risk(table, counterparty, delay_days,
-                                                      window_days)
+    table, features = detect_features(table, counterparty, delay_days, window_days)
     n = table.num_rows
     # Noisy-or as transforms.score.combine: each row's factors multiplied in rule order,
     # then the model's, so the floats are the per-element path's to the last bit.

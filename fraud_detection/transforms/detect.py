@@ -121,15 +121,16 @@ class _SumCounterpartyDays(beam.CombineFn):
 
 
 class _ScoreShardFn(beam.DoFn):
-    """All transactions of a shard of accounts -> one scored table."""
+    """All transactions of a shard of accounts -> one scored table (or feature table)."""
 
     def __init__(self, rules: RulesSource, threshold: float, model_dir: Path | None,
-                 delay_days: int, window_days: int) -> None:
+                 delay_days: int, window_days: int, features_only: bool) -> None:
         self.rules = rules
         self.threshold = threshold
         self.model_dir = model_dir
         self.delay_days = delay_days
         self.window_days = window_days
+        self.features_only = features_only
         self.scored = Metrics.counter("detect", "scored")
         self.flagged = Metrics.counter("detect", "flagged")
 
@@ -146,6 +147,10 @@ class _ScoreShardFn(beam.DoFn):
         import pyarrow as pa
 
         _, tables = element
+        if self.features_only:
+            yield columnar.feature_table(pa.concat_tables(tables), self.cache.current(),
+                                         counterparty, self.delay_days, self.window_days)
+            return
         scored = columnar.score_table(
             pa.concat_tables(tables), self.cache.current(), self.threshold, counterparty,
             self.model, self.version, self.delay_days, self.window_days)
@@ -162,12 +167,15 @@ DEFAULT_SHARDS = 4
 class DetectFraudTables(beam.PTransform):
     """DetectFraud for batch over Arrow tables of transactions (TRANSACTION_SCHEMA) ->
     tables of scored transactions (columnar.SCORED_SCHEMA), vectorised per shard of
-    accounts. Same scores and reasons as DetectFraud; labels come from the data."""
+    accounts. Same scores and reasons as DetectFraud; labels come from the data.
+    features_only: tables of columnar.FEATURE_TABLE_SCHEMA instead (train, evaluate)."""
 
     def __init__(self, rules: Sequence[Rule] | RulesSource, threshold: float = 0.5,
                  model_dir: Path | None = None, delay_days: int = DELAY_DAYS,
-                 window_days: int = WINDOW_DAYS, shards: int = DEFAULT_SHARDS) -> None:
+                 window_days: int = WINDOW_DAYS, shards: int = DEFAULT_SHARDS,
+                 features_only: bool = False) -> None:
         super().__init__()
+        self.features_only = features_only
         self.rules = rules if isinstance(rules, RulesSource) else StaticRules(rules)
         self.threshold = threshold
         self.model_dir = Path(model_dir) if model_dir else None
@@ -188,5 +196,5 @@ class DetectFraudTables(beam.PTransform):
                 | "ShardHistories" >> beam.GroupByKey()
                 | "Score" >> beam.ParDo(
                     _ScoreShardFn(self.rules, self.threshold, self.model_dir,
-                                  self.delay_days, self.window_days),
+                                  self.delay_days, self.window_days, self.features_only),
                     beam.pvalue.AsSingleton(counterparty)))

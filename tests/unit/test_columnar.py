@@ -134,3 +134,30 @@ def test_scored_records_round_trip_the_transaction(table) -> None:
     st.integers(-10**12, 10**12).map(lambda n: n / 7)), min_size=1, max_size=50))
 def test_round6_is_pythons_round(values: list[float]) -> None:
     assert columnar.round6(np.array(values)).tolist() == [round(v, 6) for v in values]
+
+
+def _feature_outcome(featured, rules) -> tuple:
+    from fraud_detection.transforms.score import combine, rule_values
+
+    hits = evaluate(rules, rule_values(featured))
+    return (featured.transaction.transaction_id, combine([h.weight for h in hits]),
+            tuple(model.model_vector(featured).tolist()))
+
+
+def test_the_training_table_is_the_per_element_features(table, tmp_path) -> None:
+    from fraud_detection.transforms.detect import FeatureTransactions
+
+    rules = load_rules()
+    transactions = [Transaction(**r) for r in table.to_pylist()]
+    with beam.Pipeline("FnApiRunner") as p:
+        _ = (p | beam.Create(transactions) | FeatureTransactions()
+             | beam.Map(_feature_outcome, rules) | beam.combiners.ToList()
+             | beam.Map(_dump, str(tmp_path / "a")))
+    per_element = sorted(pickle.loads((tmp_path / "a").read_bytes()))
+    features = columnar.feature_table(table, rules, columnar.counterparty_days(table))
+    assert features.schema == columnar.FEATURE_TABLE_SCHEMA
+    rows = features.to_pylist()
+    tabled = sorted((r["transaction_id"], r["rules_score"],
+                     tuple(r[name] for name in model.MODEL_FEATURES)) for r in rows)
+    assert tabled == per_element
+    assert any(score > 0 for _, score, _ in tabled)
