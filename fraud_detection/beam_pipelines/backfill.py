@@ -1,5 +1,7 @@
 """Backfill: the batch pipeline once per day partition, so a day can be re-scored after a
-rule or model change. A day that fails is reported and the others still run."""
+rule or model change. Each day's detection is seeded with the LOOKBACK_DAYS partitions
+before it, and only the day's transactions are written. A day that fails is reported and
+the others still run."""
 
 from __future__ import annotations
 
@@ -17,6 +19,14 @@ from fraud_detection.config import Settings
 from fraud_detection.io.parquet import TRANSACTIONS_DIR, UnreadableFileError, check_readable
 from fraud_detection.store.keyspace import connect
 from fraud_detection.store.tables import clear_flags_of_day
+from fraud_detection.transforms.counterparty import DELAY_DAYS, WINDOW_DAYS
+from fraud_detection.transforms.features import BENFORD_WINDOW_DAYS, MAX_HOURS
+
+# How far back a day's features reach: the 30-day windows, counterparty risk (28 days
+# ending 7 before) and Benford's verdict on the previous 30-day window, which starts up
+# to 60 days back. Robust z-scores and new counterparties remember by count, not time,
+# so older history can still matter there; it does not on the data the tests use.
+LOOKBACK_DAYS = max(MAX_HOURS // 24, DELAY_DAYS + WINDOW_DAYS, 2 * BENFORD_WINDOW_DAYS)
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,12 @@ class DayResult:
 
 def day_files(root: Path, day: dt.date) -> list[Path]:
     return sorted((root / TRANSACTIONS_DIR / f"date={day.isoformat()}").glob("*.parquet"))
+
+
+def lookback_files(root: Path, day: dt.date, days: int = LOOKBACK_DAYS) -> list[Path]:
+    """The day partitions before `day` that detection's history reaches back to."""
+    return [f for back in range(days, 0, -1)
+            for f in day_files(root, day - dt.timedelta(days=back))]
 
 
 def _people_of(files: list[Path]) -> tuple[set[str], set[str]]:
@@ -61,7 +77,10 @@ def run_day(root: Path, day: dt.date, settings: Settings, beam_args: list[str]) 
         finally:
             store.close()
         pattern = str(root / TRANSACTIONS_DIR / f"date={day.isoformat()}" / "*.parquet")
-        summary = batch.run(["--input", pattern, *beam_args], settings)
+        history = lookback_files(root, day)
+        check_readable([str(f) for f in history])
+        summary = batch.run(["--input", pattern, *beam_args], settings,
+                            lookback=[str(f) for f in history], days=(day, day))
     except Exception as exc:  # one day's failure must not stop the others
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return DayResult(day, False, f"{type(exc).__name__}: {reason}"[:300],

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import apache_beam as beam
@@ -49,7 +50,10 @@ class BatchOptions(PipelineOptions):
                             help="groups of accounts scored together; a few per worker")
 
 
-def run(argv: list[str], settings: Settings) -> DetectSummary:
+def run(argv: list[str], settings: Settings, lookback: Sequence[str] = (),
+        days: tuple[dt.date, dt.date] | None = None) -> DetectSummary:
+    """lookback: Parquet files read only to seed detection's history; days: write only
+    the transactions of these event days (backfill)."""
     options = with_local_runner(PipelineOptions(argv))
     opts = options.view_as(BatchOptions)
     detect = options.view_as(DetectOptions)
@@ -79,12 +83,22 @@ def run(argv: list[str], settings: Settings) -> DetectSummary:
         checked = (pipeline
                    | "Read" >> beam.io.ReadFromParquet(pattern)
                    | "Validate" >> ValidateTransactions(source=f"parquet:{pattern}"))
+        history = checked.valid
+        if lookback:
+            earlier = (pipeline
+                       | "LookBackFiles" >> beam.Create(list(lookback))
+                       | "ReadLookBack" >> beam.io.ReadAllFromParquet()
+                       | "ValidateLookBack" >> ValidateTransactions(
+                           source="parquet:lookback", counted=False))
+            # Its dead letters belong to the runs of their own days.
+            history = (checked.valid, earlier.valid) | "WithLookBack" >> beam.Flatten()
         failed = [
-            checked.valid
+            history
             | "Batches" >> beam.BatchElements(min_batch_size=1_000, max_batch_size=20_000)
             | "Tables" >> beam.Map(table_of)
             | "Detect" >> DetectFraudTables(rules, settings.fraud_threshold,
-                                            model_dir=model_dir, shards=opts.shards)
+                                            model_dir=model_dir, shards=opts.shards,
+                                            days=days)
             | "Records" >> beam.FlatMap(scored_records)
             | "WriteTransactions" >> WriteToCassandra(settings, scored_transaction_rows),
             checked.valid

@@ -8,6 +8,7 @@ paths to identical scores and reasons.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import zlib
 from collections import OrderedDict
@@ -224,6 +225,13 @@ def account_features(table: pa.Table) -> dict[str, np.ndarray]:
 
 def _epoch_day(micros: np.ndarray) -> np.ndarray:
     return micros // DAY_MICROS
+
+
+def on_days(table: pa.Table, first: dt.date, last: dt.date) -> pa.Array:
+    """Which rows have an event time (UTC) on a day from first to last."""
+    day = _epoch_day(_micros(table))
+    epoch = dt.date(1970, 1, 1)
+    return pa.array((day >= (first - epoch).days) & (day <= (last - epoch).days))
 
 
 def counterparty_days(table: pa.Table) -> pa.Table:

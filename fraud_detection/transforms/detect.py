@@ -7,6 +7,7 @@ the decision, with reasons.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -124,13 +125,15 @@ class _ScoreShardFn(beam.DoFn):
     """All transactions of a shard of accounts -> one scored table (or feature table)."""
 
     def __init__(self, rules: RulesSource, threshold: float, model_dir: Path | None,
-                 delay_days: int, window_days: int, features_only: bool) -> None:
+                 delay_days: int, window_days: int, features_only: bool,
+                 days: tuple[dt.date, dt.date] | None) -> None:
         self.rules = rules
         self.threshold = threshold
         self.model_dir = model_dir
         self.delay_days = delay_days
         self.window_days = window_days
         self.features_only = features_only
+        self.days = days
         self.scored = Metrics.counter("detect", "scored")
         self.flagged = Metrics.counter("detect", "flagged")
 
@@ -154,6 +157,8 @@ class _ScoreShardFn(beam.DoFn):
         scored = columnar.score_table(
             pa.concat_tables(tables), self.cache.current(), self.threshold, counterparty,
             self.model, self.version, self.delay_days, self.window_days)
+        if self.days is not None:
+            scored = scored.filter(columnar.on_days(scored, *self.days))
         self.scored.inc(scored.num_rows)
         self.flagged.inc(scored["flagged"].combine_chunks().true_count)
         yield scored
@@ -168,14 +173,18 @@ class DetectFraudTables(beam.PTransform):
     """DetectFraud for batch over Arrow tables of transactions (TRANSACTION_SCHEMA) ->
     tables of scored transactions (columnar.SCORED_SCHEMA), vectorised per shard of
     accounts. Same scores and reasons as DetectFraud; labels come from the data.
-    features_only: tables of columnar.FEATURE_TABLE_SCHEMA instead (train, evaluate)."""
+    features_only: tables of columnar.FEATURE_TABLE_SCHEMA instead (train, evaluate).
+    days (first, last): only transactions of those event days come out; the others are
+    history that seeds their features (a backfill's look-back)."""
 
     def __init__(self, rules: Sequence[Rule] | RulesSource, threshold: float = 0.5,
                  model_dir: Path | None = None, delay_days: int = DELAY_DAYS,
                  window_days: int = WINDOW_DAYS, shards: int = DEFAULT_SHARDS,
-                 features_only: bool = False) -> None:
+                 features_only: bool = False,
+                 days: tuple[dt.date, dt.date] | None = None) -> None:
         super().__init__()
         self.features_only = features_only
+        self.days = days
         self.rules = rules if isinstance(rules, RulesSource) else StaticRules(rules)
         self.threshold = threshold
         self.model_dir = Path(model_dir) if model_dir else None
@@ -196,5 +205,6 @@ class DetectFraudTables(beam.PTransform):
                 | "ShardHistories" >> beam.GroupByKey()
                 | "Score" >> beam.ParDo(
                     _ScoreShardFn(self.rules, self.threshold, self.model_dir,
-                                  self.delay_days, self.window_days, self.features_only),
+                                  self.delay_days, self.window_days, self.features_only,
+                                  self.days),
                     beam.pvalue.AsSingleton(counterparty)))

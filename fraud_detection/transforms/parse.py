@@ -32,34 +32,39 @@ DEAD_LETTERS = "dead_letters"
 
 
 class ValidateTransactionFn(beam.DoFn):
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, counted: bool = True) -> None:
         self.source = source
+        self.counted = counted
         self.read = Metrics.counter("validate", "read")
         self.valid = Metrics.counter("validate", "valid")
         self.dead = Metrics.counter("validate", "dead_lettered")
 
     def process(self, raw: Any):
-        self.read.inc()
         transaction, errors = validate_transaction(raw)
+        if self.counted:
+            self.read.inc()
+            (self.dead if errors else self.valid).inc()
         if errors:
-            self.dead.inc()
             yield pvalue.TaggedOutput(
                 DEAD_LETTERS, DeadLetter(self.source, tuple(errors), raw_text(raw)))
         else:
-            self.valid.inc()
             yield transaction
 
 
 class ValidateTransactions(beam.PTransform):
-    """Raw dicts in; outputs `valid` (Transaction) and `dead_letters` (DeadLetter)."""
+    """Raw dicts in; outputs `valid` (Transaction) and `dead_letters` (DeadLetter).
+    counted: add to the pipeline's read / valid / dead_lettered counters (not for a
+    backfill's look-back, which is read only to seed detection)."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, counted: bool = True) -> None:
         super().__init__()
         self.source = source
+        self.counted = counted
 
     def expand(self, raw_records):
-        return raw_records | beam.ParDo(ValidateTransactionFn(self.source)).with_outputs(
-            DEAD_LETTERS, main=VALID)
+        return raw_records | beam.ParDo(
+            ValidateTransactionFn(self.source, self.counted)).with_outputs(
+                DEAD_LETTERS, main=VALID)
 
 
 class ValidateEntityFn(beam.DoFn):

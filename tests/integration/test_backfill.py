@@ -3,6 +3,7 @@ was; a day with a corrupt Parquet file is reported and the other days still land
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 import sys
@@ -69,3 +70,31 @@ def test_backfill_refuses_a_bad_date_in_one_line() -> None:
                              "--date", "someday"], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "not a date" in result.stderr
+
+
+def test_every_day_backfilled_alone_scores_as_the_full_batch_run(keyspace_for) -> None:
+    from fraud_detection.beam_pipelines import backfill as backfill_pipeline
+    from fraud_detection.beam_pipelines import batch
+
+    sample = Path(__file__).parents[2] / "data" / "sample"
+    days = sorted(p.name.removeprefix("date=") for p in (sample / "transactions").iterdir())
+    full = keyspace_for("test_backfill_full")
+    batch.run(["--input", str(sample), "--runner=FnApiRunner"], full)
+    alone = keyspace_for("test_backfill_alone")
+    results = backfill_pipeline.run(sample, dt.date.fromisoformat(days[0]),
+                                    dt.date.fromisoformat(days[-1]), alone,
+                                    ["--runner=FnApiRunner"])
+    assert [r.day.isoformat() for r in results if r.ok] == days, [r.detail for r in results]
+
+    def scores(settings) -> dict:
+        store = connect(settings)
+        try:
+            return {r.transaction_id: (r.score, r.flagged, tuple(r.reasons or ()), r.late)
+                    for r in store.execute("SELECT transaction_id, score, flagged, reasons, "
+                                           "late FROM transactions", fetch_size=5000)}
+        finally:
+            store.close()
+
+    expected = scores(full)
+    assert len(expected) > 10_000 and any(flagged for _, flagged, _, _ in expected.values())
+    assert scores(alone) == expected
