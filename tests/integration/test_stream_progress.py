@@ -93,3 +93,42 @@ def test_committed_offset_stops_at_a_message_not_yet_stored(stack, keyspace_for)
     assert commit((0, 1), (3, 4, 5)) == 2  # offset 2 is not stored: nothing past it counts
     assert commit((2,), (6,)) == 3  # a new run starts from the committed offset
     assert commit((3, 4, 5, 7, 8, 9, 6)) == 10
+
+
+def test_messages_deleted_before_they_were_stored_are_reported(stack, keyspace_for,
+                                                               capsys) -> None:
+    from kafka import TopicPartition
+    from kafka.admin import KafkaAdminClient
+
+    from fraud_detection.progress import ProgressReporter
+
+    run = uuid.uuid4().hex[:8]
+    settings = keyspace_for("test_lost", kafka_bootstrap=stack.kafka_bootstrap,
+                            redis_port=stack.ports.redis, topic_transactions=f"lost-{run}")
+    topic, group = settings.topic_transactions, f"group-{run}"
+    ensure_topics(settings, {topic: 1})
+    sender = KafkaSender(settings)
+    for i in range(10):
+        sender.send(topic, "a", b"{}", 1_700_000_000_000 + i)
+    sender.flush()
+    sender.close()
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        _ = (p | beam.Create([tuple(f"kafka:{topic}/0/{o}" for o in range(3))])
+             | CommitStored(settings.kafka_bootstrap, group))
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin.delete_records({TopicPartition(topic, 0): 6})  # as retention would
+    admin.close()
+
+    reporter = ProgressReporter(settings, group, every=0.2)
+    reporter.start()
+    time.sleep(2)
+    reporter.stop()
+    reporter.join(10)
+    out, err = capsys.readouterr()
+    assert "stream: progress: 3 of 10 messages stored, lag 4," in out
+    warnings = [line for line in err.splitlines() if "deleted" in line]
+    assert warnings == [f"stream: warning: topic {topic}: the broker deleted 3 messages before "
+                        "they were stored (log start past the committed offset); check the "
+                        "topic's retention"]
+    progress = read_progress(settings, group)
+    assert (progress.stored, progress.lost, progress.lag) == (3, 3, 4)
