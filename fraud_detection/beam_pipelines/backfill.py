@@ -78,7 +78,11 @@ def run_day(root: Path, day: dt.date, settings: Settings, beam_args: list[str]) 
             store.close()
         pattern = str(root / TRANSACTIONS_DIR / f"date={day.isoformat()}" / "*.parquet")
         history = lookback_files(root, day)
-        check_readable([str(f) for f in history])
+        try:
+            check_readable([str(f) for f in history])
+        except UnreadableFileError as exc:
+            # Without that day's history the day would not score as the full run does.
+            raise UnreadableFileError(f"look-back: {exc}") from None
         summary = batch.run(["--input", pattern, *beam_args], settings,
                             lookback=[str(f) for f in history], days=(day, day))
     except Exception as exc:  # one day's failure must not stop the others

@@ -1,5 +1,6 @@
 """Backfill re-scores day partitions: twice over the same days leaves every table as it
-was; a day with a corrupt Parquet file is reported and the other days still land."""
+was; a day with a corrupt Parquet file is reported (and so is a day whose look-back holds
+it) and the other days still land; a day backfilled alone scores as the full run."""
 
 from __future__ import annotations
 
@@ -58,8 +59,11 @@ def test_backfill_twice_changes_nothing_and_a_corrupt_day_is_reported(
         lines = third.stdout.splitlines()
         assert any(line.startswith(f"{broken_day} FAILED") for line in lines), third.stdout
         assert any(line.startswith(f"{days[0]} ok") for line in lines)
-        assert any(line.startswith(f"{days[2]} ok") for line in lines)
-        assert f"failed: {broken_day}" in lines[-1]
+        # The next day's history holds the damaged file: it fails too, naming it, rather
+        # than scoring on part of its look-back.
+        assert any(line.startswith(f"{days[2]} FAILED") and "look-back" in line
+                   and "part-99999.parquet" in line for line in lines), third.stdout
+        assert f"failed: {broken_day}, {days[2]}" in lines[-1]
         assert "Traceback" not in third.stdout + third.stderr
     finally:
         store.close()
