@@ -84,7 +84,8 @@ def run_day(root: Path, day: dt.date, settings: Settings, beam_args: list[str]) 
             # Without that day's history the day would not score as the full run does.
             raise UnreadableFileError(f"look-back: {exc}") from None
         summary = batch.run(["--input", pattern, *beam_args], settings,
-                            lookback=[str(f) for f in history], days=(day, day))
+                            lookback=[str(f) for f in history], days=(day, day),
+                            entities=False)
     except Exception as exc:  # one day's failure must not stop the others
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return DayResult(day, False, f"{type(exc).__name__}: {reason}"[:300],

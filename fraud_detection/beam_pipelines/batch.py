@@ -51,9 +51,10 @@ class BatchOptions(PipelineOptions):
 
 
 def run(argv: list[str], settings: Settings, lookback: Sequence[str] = (),
-        days: tuple[dt.date, dt.date] | None = None) -> DetectSummary:
+        days: tuple[dt.date, dt.date] | None = None, entities: bool = True) -> DetectSummary:
     """lookback: Parquet files read only to seed detection's history; days: write only
-    the transactions of these event days (backfill)."""
+    the transactions of these event days; entities: also write the dataset's entities
+    (a backfill re-scores transactions only)."""
     options = with_local_runner(PipelineOptions(argv))
     opts = options.view_as(BatchOptions)
     detect = options.view_as(DetectOptions)
@@ -63,13 +64,13 @@ def run(argv: list[str], settings: Settings, lookback: Sequence[str] = (),
     model_dir = Path(detect.model_dir) if detect.model_dir else None
     if opts.shards < 1:
         raise UsageError(f"--shards must be at least 1, got {opts.shards}")
-    root = dataset_root(source)
+    root = dataset_root(source) if entities else None
     entity_globs = {kind: entity_pattern(root, kind) for kind in ENTITY_KINDS} if root else {}
     entity_patterns = {kind: glob for kind, glob in entity_globs.items() if glob}
     # A damaged entity file fails here too, in one line, before anything is written.
     check_readable(m.path for glob in entity_patterns.values()
                    for m in FileSystems.match([glob])[0].metadata_list)
-    if not entity_patterns:
+    if entities and not entity_patterns:
         logging.getLogger(__name__).warning(
             "no entities/ beside %s: only transactions are written", source)
     # Dead letters of one run share a day, so re-running a day rewrites the same rows.
