@@ -14,6 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from fraud_detection import cli
 from fraud_detection.beam_pipelines import stream
+from fraud_detection.config import load_settings
 from fraud_detection.io.kafka import (
     CommitStored,
     KafkaSender,
@@ -70,10 +71,11 @@ def test_old_history_is_kept_until_stored_and_lag_counts_what_is_not_stored(
     store.close()
 
 
-def test_committed_offset_stops_at_a_message_not_yet_stored(stack, keyspace_for) -> None:
+def test_committed_offset_stops_at_a_message_not_yet_stored(stack) -> None:
     run = uuid.uuid4().hex[:8]
-    settings = keyspace_for("test_commit_stored", kafka_bootstrap=stack.kafka_bootstrap,
-                            topic_transactions=f"commit-{run}")
+    # Kafka only: no keyspace to create.
+    settings = load_settings({"kafka_bootstrap": stack.kafka_bootstrap,
+                              "topic_transactions": f"commit-{run}"})
     topic, group = settings.topic_transactions, f"group-{run}"
     ensure_topics(settings, {topic: 1})
     sender = KafkaSender(settings)
@@ -95,16 +97,16 @@ def test_committed_offset_stops_at_a_message_not_yet_stored(stack, keyspace_for)
     assert commit((3, 4, 5, 7, 8, 9, 6)) == 10
 
 
-def test_messages_deleted_before_they_were_stored_are_reported(stack, keyspace_for,
-                                                               capsys) -> None:
+def test_messages_deleted_before_they_were_stored_are_reported(stack, capsys) -> None:
     from kafka import TopicPartition
     from kafka.admin import KafkaAdminClient
 
     from fraud_detection.progress import ProgressReporter
 
     run = uuid.uuid4().hex[:8]
-    settings = keyspace_for("test_lost", kafka_bootstrap=stack.kafka_bootstrap,
-                            redis_port=stack.ports.redis, topic_transactions=f"lost-{run}")
+    settings = load_settings({"kafka_bootstrap": stack.kafka_bootstrap,
+                              "redis_port": stack.ports.redis,
+                              "topic_transactions": f"lost-{run}"})
     topic, group = settings.topic_transactions, f"group-{run}"
     ensure_topics(settings, {topic: 1})
     sender = KafkaSender(settings)
