@@ -71,18 +71,25 @@ def test_old_history_is_kept_until_stored_and_lag_counts_what_is_not_stored(
     store.close()
 
 
-def test_committed_offset_stops_at_a_message_not_yet_stored(stack) -> None:
+def _ten_message_topic(stack, name: str):
+    """Settings (Kafka and Redis only: no keyspace) for a fresh one-partition topic holding
+    ten messages, and a fresh consumer group."""
     run = uuid.uuid4().hex[:8]
-    # Kafka only: no keyspace to create.
     settings = load_settings({"kafka_bootstrap": stack.kafka_bootstrap,
-                              "topic_transactions": f"commit-{run}"})
-    topic, group = settings.topic_transactions, f"group-{run}"
-    ensure_topics(settings, {topic: 1})
+                              "redis_port": stack.ports.redis,
+                              "topic_transactions": f"{name}-{run}"})
+    ensure_topics(settings, {settings.topic_transactions: 1})
     sender = KafkaSender(settings)
     for i in range(10):
-        sender.send(topic, "a", b"{}", 1_700_000_000_000 + i)
+        sender.send(settings.topic_transactions, "a", b"{}", 1_700_000_000_000 + i)
     sender.flush()
     sender.close()
+    return settings, f"group-{run}"
+
+
+def test_committed_offset_stops_at_a_message_not_yet_stored(stack) -> None:
+    settings, group = _ten_message_topic(stack, "commit")
+    topic = settings.topic_transactions
 
     def commit(*batches: tuple[int, ...]) -> int | None:
         with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
@@ -103,17 +110,8 @@ def test_messages_deleted_before_they_were_stored_are_reported(stack, capsys) ->
 
     from fraud_detection.progress import ProgressReporter
 
-    run = uuid.uuid4().hex[:8]
-    settings = load_settings({"kafka_bootstrap": stack.kafka_bootstrap,
-                              "redis_port": stack.ports.redis,
-                              "topic_transactions": f"lost-{run}"})
-    topic, group = settings.topic_transactions, f"group-{run}"
-    ensure_topics(settings, {topic: 1})
-    sender = KafkaSender(settings)
-    for i in range(10):
-        sender.send(topic, "a", b"{}", 1_700_000_000_000 + i)
-    sender.flush()
-    sender.close()
+    settings, group = _ten_message_topic(stack, "lost")
+    topic = settings.topic_transactions
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
         _ = (p | beam.Create([tuple(f"kafka:{topic}/0/{o}" for o in range(3))])
              | CommitStored(settings.kafka_bootstrap, group))
