@@ -1,0 +1,957 @@
+"""The detection kernel: the one implementation of detection, with no Beam in it.
+
+Two steps, each a pure function of a batch (an Arrow table) and an explicit state:
+
+- `account_step`: the rows of some accounts, in (account, event time, id) order, and
+  the state of those accounts -> each row's behaviour features and late mark, and the
+  accounts' new state.
+- `counterparty_step`: featured rows (and analysts' labels) of some counterparties and
+  their state -> counterparty risk, and with it the rules, the model and the decision
+  with reasons; and the counterparties' new state.
+
+Batch runs each step once per shard over its whole history from empty state;
+streaming runs them over every micro-batch the watermark releases, carrying the state.
+Running a step over a batch, or over that batch cut in two at a moment in time, gives
+the same rows: that is what makes the two modes agree.
+
+A row is late when its account already holds a later event (it arrived after the
+watermark released that one). It is scored against that history and marked late.
+
+State is compact and versioned: each account's or counterparty's state is a bytes value
+(`encode_account` / `encode_counterparty`), bounded by the windows below.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fraud_detection.io.parquet import TRANSACTION_SCHEMA
+from fraud_detection.records import (
+    COUNTERPARTY_TYPES,
+    CREDIT_TX_TYPES,
+    LEGIT,
+    TX_TYPES,
+    ScoredTransaction,
+    Transaction,
+)
+from fraud_detection.transforms.benford import MIN_SAMPLE as BENFORD_MIN_SAMPLE
+from fraud_detection.transforms.benford import NONCONFORMITY, result_from_counts
+from fraud_detection.transforms.rules import _OPS, Rule, RuleHit
+
+HOUR_MICROS = 3_600_000_000
+DAY_MICROS = 24 * HOUR_MICROS
+WINDOWS_HOURS = {"1h": 1, "24h": 24, "7d": 24 * 7, "30d": 24 * 30}
+MAX_HOURS = max(WINDOWS_HOURS.values())
+RECENT_AMOUNTS = 200  # robust z-score over the account's last N amounts
+MAX_COUNTERPARTIES = 1_000  # least recently paid forgotten first
+MIN_HISTORY_FOR_ZSCORE = 5
+BENFORD_WINDOW_DAYS = 30  # as BenfordReports' default, so the verdict matches the report
+DELAY_DAYS = 7  # labels are known this long after the transaction
+WINDOW_DAYS = 28  # counterparty risk over this many days, ending DELAY_DAYS back
+MIN_TRANSACTIONS = 10  # below this a counterparty's fraud share says nothing
+NO_RISK_TYPES = frozenset({"cash"})  # ATMs: a shared counterparty, not a merchant
+LATE_REASON = "arrived late: scored against a history that already held later events"
+
+FEATURE_NAMES = (
+    "count_1h", "amount_1h", "count_24h", "amount_24h", "count_7d", "amount_7d",
+    "count_30d", "amount_30d",
+    "amount_zscore",  # robust: (amount - median) / (1.4826 * MAD); 0 without history
+    "amount_to_median",  # amount / median of recent amounts; 1 without history
+    "seconds_since_last",  # -1 for the account's first transaction, 0 for a late one
+    "new_counterparty", "balance_mismatch",
+    "night",  # 00:00-05:59 UTC
+    "weekend",
+    # The account's amounts in the previous Benford window broke Benford's law.
+    "benford_nonconforming",
+    "counterparty_risk",  # fraud share of the counterparty, from delayed labels
+)
+MODEL_FEATURES: tuple[str, ...] = (
+    *FEATURE_NAMES, "log_amount", "hour",
+    *(f"tx_type_{t}" for t in TX_TYPES),
+    *(f"counterparty_type_{t}" for t in COUNTERPARTY_TYPES),
+)
+_FEATURE_TYPES = {name: pa.int64() for name in FEATURE_NAMES[:8]} | {
+    name: pa.bool_() for name in ("new_counterparty", "balance_mismatch", "night", "weekend",
+                                  "benford_nonconforming")}
+# Carried beside a transaction's own columns: where it was read (Kafka position).
+POSITION = "position"
+FEATURED_SCHEMA = pa.schema([
+    *TRANSACTION_SCHEMA, (POSITION, pa.string()), ("late", pa.bool_()),
+    *((name, _FEATURE_TYPES.get(name, pa.float64())) for name in FEATURE_NAMES[:-1]),
+])
+SCORE_FIELDS = [("score", pa.float64()), ("flagged", pa.bool_()),
+                ("reasons", pa.list_(pa.string())), ("late", pa.bool_()),
+                ("model_version", pa.string())]
+SCORED_SCHEMA = pa.schema([*TRANSACTION_SCHEMA, (POSITION, pa.string()), *SCORE_FIELDS])
+FEATURE_TABLE_SCHEMA = pa.schema([
+    ("transaction_id", pa.string()),
+    ("event_time", pa.timestamp("us", tz="UTC")),
+    ("account_id", pa.string()),
+    ("label", pa.string()),
+    ("amount_cents", pa.int64()),
+    ("rules_score", pa.float64()),
+    *((name, pa.float64()) for name in MODEL_FEATURES),
+])
+LABEL_SCHEMA = pa.schema([
+    ("transaction_id", pa.string()), ("counterparty_id", pa.string()),
+    ("transaction_time", pa.timestamp("us", tz="UTC")), ("label", pa.string()),
+    ("labelled_at", pa.timestamp("us", tz="UTC")),
+])
+_POWERS_OF_TEN = 10 ** np.arange(19, dtype=np.int64)
+
+
+# --- small column helpers -------------------------------------------------------------
+
+def round6(values: np.ndarray) -> np.ndarray:
+    """Python's round(v, 6) for every value, exactly, without a Python call per value.
+
+    rint(v * 1e6) / 1e6 is the same float as round(v, 6) whenever v * 1e6 is not within
+    its own rounding error of a half; those few, and values too large to have a sixth
+    decimal, go through round itself.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = values * 1e6
+        out = np.rint(scaled) / 1e6
+        fraction = np.abs(scaled - np.trunc(scaled))
+        doubtful = (np.abs(fraction - 0.5) <= 4 * np.spacing(np.abs(scaled))) \
+            | ~(np.abs(scaled) < 2.0**52)
+    for i in np.flatnonzero(doubtful).tolist():
+        out[i] = round(float(values[i]), 6)
+    return out
+
+
+def micros(table: pa.Table, name: str = "event_time") -> np.ndarray:
+    return table[name].combine_chunks().cast(pa.int64()).to_numpy()
+
+
+def _int_column(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    column = table[name].combine_chunks()
+    return (column.fill_null(0).to_numpy().astype(np.int64),
+            column.is_valid().to_numpy(zero_copy_only=False))
+
+
+def _strings(table: pa.Table, name: str) -> np.ndarray:
+    return table[name].combine_chunks().to_numpy(zero_copy_only=False)
+
+
+def _bools(table: pa.Table, name: str) -> np.ndarray:
+    return table[name].combine_chunks().fill_null(False).to_numpy(zero_copy_only=False)
+
+
+def table_of(transactions: Sequence[Transaction]) -> pa.Table:
+    """Transactions -> a table of TRANSACTION_SCHEMA plus their read positions."""
+    columns = {f.name: pa.array([getattr(t, f.name) for t in transactions], type=f.type)
+               for f in TRANSACTION_SCHEMA}
+    columns[POSITION] = pa.array([t.position for t in transactions], type=pa.string())
+    return pa.table(columns)
+
+
+def with_positions(table: pa.Table) -> pa.Table:
+    """The transaction columns in TRANSACTION_SCHEMA, and a position column ('' if none)."""
+    out = table.select(TRANSACTION_SCHEMA.names).cast(TRANSACTION_SCHEMA)
+    position = (table[POSITION] if POSITION in table.column_names
+                else pa.array([""] * table.num_rows, type=pa.string()))
+    return out.append_column(POSITION, position)
+
+
+def in_order(table: pa.Table, key: str) -> pa.Table:
+    """Sorted the way every path processes a key's rows: by time, ties by id."""
+    return table.take(pc.sort_indices(table, [(key, "ascending"), ("event_time", "ascending"),
+                                              ("transaction_id", "ascending")]))
+
+
+def _group_starts(codes: np.ndarray) -> np.ndarray:
+    """Index of the first row of each row's group (rows sorted by group)."""
+    n = len(codes)
+    new = np.ones(n, dtype=bool)
+    new[1:] = codes[1:] != codes[:-1]
+    return np.maximum.accumulate(np.where(new, np.arange(n), 0))
+
+
+def _codes(values: np.ndarray, ids: Sequence[str]) -> np.ndarray:
+    """Index of each value in ids (every value is in ids)."""
+    return pc.index_in(pa.array(values, type=pa.string()),
+                       value_set=pa.array(list(ids), type=pa.string())).to_numpy() \
+        .astype(np.int64)
+
+
+def _ranges(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For groups of the given lengths: each element's group and its index within it."""
+    group = np.repeat(np.arange(len(lengths)), lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
+    return group, np.arange(len(group)) - np.repeat(starts, lengths)
+
+
+# --- account state ----------------------------------------------------------------------
+
+@dataclass
+class AccountState:
+    """What one account did, bounded: hour buckets of the longest window, the last
+    RECENT_AMOUNTS amounts, up to MAX_COUNTERPARTIES counterparties (least recent first),
+    first-digit counts of the current and previous Benford windows, the latest event."""
+
+    last_micros: int
+    hours: np.ndarray  # int64, ascending
+    counts: np.ndarray  # int64
+    amounts: np.ndarray  # int64
+    recent: np.ndarray  # int64, oldest first
+    counterparties: list[str]
+    benford_windows: np.ndarray  # int64 (2,), -1 for none
+    benford_counts: np.ndarray  # int64 (2, 9): first digits 1..9
+
+
+ACCOUNT_STATE_VERSION = 1
+_ACCOUNT_HEADER = struct.Struct("<BqHHH2q")
+
+
+def encode_account(state: AccountState) -> bytes:
+    """Versioned bytes: header, buckets, recent amounts, Benford counts, counterparties.
+    At most 720 buckets, 200 amounts and 1,000 counterparties: see MAX_ACCOUNT_BYTES."""
+    parts = [_ACCOUNT_HEADER.pack(ACCOUNT_STATE_VERSION, state.last_micros, len(state.hours),
+                                  len(state.recent), len(state.counterparties),
+                                  *state.benford_windows.tolist()),
+             state.hours.astype("<i4").tobytes(), state.counts.astype("<i4").tobytes(),
+             state.amounts.astype("<i8").tobytes(), state.recent.astype("<i8").tobytes(),
+             state.benford_counts.astype("<i4").tobytes(),
+             "\x1f".join(state.counterparties).encode()]
+    return b"".join(parts)
+
+
+def decode_account(blob: bytes) -> AccountState:
+    version, last, nb, nr, nc, w0, w1 = _ACCOUNT_HEADER.unpack_from(blob)
+    if version != ACCOUNT_STATE_VERSION:
+        raise ValueError(f"account state version {version}, this code reads "
+                         f"{ACCOUNT_STATE_VERSION}")
+    at = _ACCOUNT_HEADER.size
+
+    def take(dtype: str, n: int) -> np.ndarray:
+        nonlocal at
+        values = np.frombuffer(blob, dtype=dtype, count=n, offset=at).astype(np.int64)
+        at += n * np.dtype(dtype).itemsize
+        return values
+
+    hours, counts, amounts = take("<i4", nb), take("<i4", nb), take("<i8", nb)
+    recent = take("<i8", nr)
+    benford = take("<i4", 18).reshape(2, 9)
+    text = blob[at:].decode()
+    return AccountState(last, hours, counts, amounts, recent,
+                        text.split("\x1f") if nc else [], np.array([w0, w1]), benford)
+
+
+# Counterparty ids of up to 64 bytes; a measured account at the bounds is this size.
+MAX_ACCOUNT_BYTES = _ACCOUNT_HEADER.size + MAX_HOURS * 16 + RECENT_AMOUNTS * 8 + 72 \
+    + MAX_COUNTERPARTIES * 65
+
+
+def _first_digits(amount: np.ndarray) -> np.ndarray:
+    digits = np.searchsorted(_POWERS_OF_TEN, amount, side="right")
+    return amount // _POWERS_OF_TEN[np.maximum(digits - 1, 0)]
+
+
+def _nonconforming(first_digit_counts: np.ndarray) -> bool:
+    counts = np.zeros(10, dtype=np.int64)
+    counts[1:] = first_digit_counts
+    return result_from_counts(counts, 1).level == NONCONFORMITY
+
+
+@dataclass
+class _Prior:
+    """The states of a batch's accounts, flattened: element arrays with their account's
+    code (its index in the batch's sorted account ids)."""
+
+    known: np.ndarray  # bool per account
+    last: np.ndarray  # int64 per account, min int64 for none
+    bucket_code: np.ndarray
+    bucket_hour: np.ndarray
+    bucket_count: np.ndarray
+    bucket_amount: np.ndarray
+    recent_code: np.ndarray
+    recent: np.ndarray
+    counterparty_code: np.ndarray
+    counterparties: np.ndarray
+    benford_windows: np.ndarray  # (accounts, 2)
+    benford_counts: np.ndarray  # (accounts, 2, 9)
+
+    @classmethod
+    def of(cls, ids: Sequence[str], states: Mapping[str, bytes]) -> _Prior:
+        decoded = [decode_account(states[a]) if a in states else None for a in ids]
+        present = [(c, s) for c, s in enumerate(decoded) if s is not None]
+        n = len(ids)
+        windows = np.full((n, 2), -1, dtype=np.int64)
+        counts = np.zeros((n, 2, 9), dtype=np.int64)
+        last = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+        for c, s in present:
+            windows[c], counts[c], last[c] = s.benford_windows, s.benford_counts, s.last_micros
+
+        def flat(name: str) -> tuple[np.ndarray, np.ndarray]:
+            arrays = [getattr(s, name) for _, s in present]
+            code = np.repeat(np.array([c for c, _ in present], dtype=np.int64),
+                             [len(a) for a in arrays]) if present else np.zeros(0, np.int64)
+            return code, (np.concatenate(arrays) if arrays else np.zeros(0, np.int64))
+
+        bucket_code, hours = flat("hours")
+        _, bucket_count = flat("counts")
+        _, bucket_amount = flat("amounts")
+        recent_code, recent = flat("recent")
+        cps = [s.counterparties for _, s in present]
+        cp_code = np.repeat(np.array([c for c, _ in present], dtype=np.int64),
+                            [len(x) for x in cps]) if present else np.zeros(0, np.int64)
+        known = np.zeros(n, dtype=bool)
+        known[[c for c, _ in present]] = True
+        return cls(known, last, bucket_code, hours, bucket_count, bucket_amount, recent_code,
+                   recent, cp_code, np.array([x for xs in cps for x in xs], dtype=object),
+                   windows, counts)
+
+
+def _robust_zscores(values: np.ndarray, rows: np.ndarray,
+                    history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(z, amount / median) of values[rows] against the `history` values before each."""
+    n = len(rows)
+    z, ratio = np.zeros(n), np.ones(n)
+    values = values.astype(np.float64)
+    for length in np.unique(history[history >= MIN_HISTORY_FOR_ZSCORE]):
+        at = np.flatnonzero(history == length)
+        windows = np.lib.stride_tricks.sliding_window_view(values, length)[rows[at] - length]
+        median = np.median(windows, axis=1)
+        mad = np.median(np.abs(windows - median[:, None]), axis=1)
+        # A flat history (MAD 0) still needs a scale: one cent, or a tenth of the median.
+        scale = np.where(mad != 0, 1.4826 * mad, np.maximum(median * 0.1, 1.0))
+        amount = values[rows[at]]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z[at] = (amount - median) / scale
+            ratio[at] = np.where(median != 0, amount / median, (amount > 0) * 1e6)
+    return round6(np.where(np.isfinite(z), z, 0.0)), round6(ratio)
+
+
+def account_step(batch: pa.Table, states: Mapping[str, bytes] | None = None,
+                 keep_state: bool = True) -> tuple[pa.Table, dict[str, bytes]]:
+    """Rows of some accounts -> (the rows in account order with late and every feature
+    but counterparty_risk (FEATURED_SCHEMA), the new state of each account in the batch).
+    states: account id -> encoded state, for accounts seen before (None: none were)."""
+    table = in_order(with_positions(batch), "account_id")
+    n = table.num_rows
+    account = _strings(table, "account_id")
+    ids = pc.unique(table["account_id"]).to_pylist()  # sorted, as the rows are
+    code = _codes(account, ids)
+    prior = _Prior.of(ids, states or {})
+    t = micros(table)
+    amount, _ = _int_column(table, "amount_cents")
+    hour = t // HOUR_MICROS
+    starts = _group_starts(code)
+    index = np.arange(n)
+    out: dict[str, np.ndarray] = {}
+
+    # Windows: rows before this one in the batch, plus the state's buckets up to its hour.
+    key = code * (1 << 32) + hour
+    cumulative = np.concatenate([[0], np.cumsum(amount)])
+    bucket_key = prior.bucket_code * (1 << 32) + prior.bucket_hour
+    order = np.argsort(bucket_key, kind="stable")
+    bucket_key = bucket_key[order]
+    bucket_count = np.concatenate([[0], np.cumsum(prior.bucket_count[order])])
+    bucket_amount = np.concatenate([[0], np.cumsum(prior.bucket_amount[order])])
+    upto = np.searchsorted(bucket_key, key, side="right")
+    for name, hours in WINDOWS_HOURS.items():
+        first = np.searchsorted(key, key - hours + 1, side="left")
+        since = np.searchsorted(bucket_key, key - hours + 1, side="left")
+        out[f"count_{name}"] = index - first + bucket_count[upto] - bucket_count[since]
+        out[f"amount_{name}"] = cumulative[index] - cumulative[first] \
+            + bucket_amount[upto] - bucket_amount[since]
+
+    # Recent amounts: the state's, then the batch's, per account in one sequence.
+    recent_lengths = np.bincount(prior.recent_code, minlength=len(ids))
+    batch_lengths = np.bincount(code, minlength=len(ids))
+    offsets = np.concatenate([[0], np.cumsum(recent_lengths + batch_lengths)[:-1]])
+    sequence = np.zeros(int((recent_lengths + batch_lengths).sum()), dtype=np.int64)
+    _, within = _ranges(recent_lengths)
+    sequence[offsets[prior.recent_code] + within] = prior.recent
+    in_account = index - starts
+    rows = offsets[code] + recent_lengths[code] + in_account
+    sequence[rows] = amount
+    position = recent_lengths[code] + in_account
+    out["amount_zscore"], out["amount_to_median"] = _robust_zscores(
+        sequence, rows, np.minimum(position, RECENT_AMOUNTS))
+
+    # The latest event before: the previous row, or the state's latest for the first.
+    late = prior.known[code] & (t < prior.last[code])
+    previous = np.where(index > starts, np.roll(t, 1), prior.last[code])
+    seen = (index > starts) | prior.known[code]
+    latest = np.maximum(previous, np.where(prior.known[code], prior.last[code], previous))
+    out["seconds_since_last"] = np.where(seen, np.maximum(t - latest, 0) / 1e6, -1.0)
+
+    counterparty = _strings(table, "counterparty_id")
+    out["new_counterparty"] = _new_counterparties(code, counterparty, starts, prior)
+    before, before_valid = _int_column(table, "balance_before_cents")
+    after, after_valid = _int_column(table, "balance_after_cents")
+    credit = np.isin(_strings(table, "tx_type"), list(CREDIT_TX_TYPES))
+    expected = before + np.where(credit, amount, -amount)
+    out["balance_mismatch"] = before_valid & after_valid & (expected != after)
+    out["night"] = hour % 24 < 6
+    out["weekend"] = (t // DAY_MICROS + 3) % 7 >= 5  # 1970-01-01 was a Thursday
+    window = t // (BENFORD_WINDOW_DAYS * DAY_MICROS)
+    out["benford_nonconforming"] = _benford_nonconforming(code, amount, window, prior)
+
+    featured = table.append_column("late", pa.array(late))
+    for name in FEATURED_SCHEMA.names[len(featured.column_names):]:
+        featured = featured.append_column(
+            name, pa.array(out[name], type=FEATURED_SCHEMA.field(name).type))
+    new_states = _account_states(ids, code, t, hour, amount, counterparty, window, prior) \
+        if keep_state else {}
+    return featured, new_states
+
+
+def _new_counterparties(code: np.ndarray, counterparty: np.ndarray, starts: np.ndarray,
+                        prior: _Prior) -> np.ndarray:
+    pair = np.char.add(np.char.add(code.astype(str), "\x00"), counterparty.astype(str))
+    _, first_seen = np.unique(pair, return_index=True)
+    new = np.zeros(len(code), dtype=bool)
+    new[first_seen] = True
+    if len(prior.counterparties):
+        known = np.char.add(np.char.add(prior.counterparty_code.astype(str), "\x00"),
+                            prior.counterparties.astype(str))
+        new &= ~np.isin(pair, known)
+    # An account with more counterparties than the state remembers: replay its bounded
+    # memory exactly (rare, so a loop).
+    distinct = np.bincount(code[new], minlength=len(prior.known)) \
+        + np.bincount(prior.counterparty_code, minlength=len(prior.known))
+    for c in np.flatnonzero(distinct > MAX_COUNTERPARTIES).tolist():
+        remembered = OrderedDict.fromkeys(prior.counterparties[prior.counterparty_code == c])
+        for i in np.flatnonzero(code == c).tolist():
+            new[i] = counterparty[i] not in remembered
+            remembered[counterparty[i]] = None
+            remembered.move_to_end(counterparty[i])
+            while len(remembered) > MAX_COUNTERPARTIES:
+                remembered.popitem(last=False)
+    return new
+
+
+def _benford_nonconforming(code: np.ndarray, amount: np.ndarray, window: np.ndarray,
+                           prior: _Prior) -> np.ndarray:
+    """The account's previous Benford window (state and batch amounts of two digits or
+    more) broke the first-digit test on at least MIN_SAMPLE amounts."""
+    has_prefix = amount >= 10
+    group = code * (1 << 32) + window
+    keys, inverse = np.unique(group[has_prefix], return_inverse=True)
+    counts = np.zeros((len(keys), 9), dtype=np.int64)
+    np.add.at(counts, (inverse, _first_digits(amount[has_prefix]) - 1), 1)
+    # The state's counts of the same windows.
+    state_code = np.repeat(np.arange(len(prior.known)), 2)
+    state_window = prior.benford_windows.reshape(-1)
+    state_counts = prior.benford_counts.reshape(-1, 9)
+    live = state_window >= 0
+    state_keys = state_code[live] * (1 << 32) + state_window[live]
+    all_keys = np.union1d(keys, state_keys)
+    totals = np.zeros((len(all_keys), 9), dtype=np.int64)
+    totals[np.searchsorted(all_keys, keys)] += counts
+    totals[np.searchsorted(all_keys, state_keys)] += state_counts[live]
+    sizes = totals.sum(axis=1)
+    verdict = np.zeros(len(all_keys), dtype=bool)
+    for i in np.flatnonzero(sizes >= BENFORD_MIN_SAMPLE).tolist():
+        verdict[i] = _nonconforming(totals[i])
+    previous = group - 1
+    at = np.minimum(np.searchsorted(all_keys, previous), max(len(all_keys) - 1, 0))
+    return (all_keys[at] == previous) & verdict[at] if len(all_keys) \
+        else np.zeros(len(code), dtype=bool)
+
+
+def _account_states(ids: Sequence[str], code: np.ndarray, t: np.ndarray, hour: np.ndarray,
+                    amount: np.ndarray, counterparty: np.ndarray, window: np.ndarray,
+                    prior: _Prior) -> dict[str, bytes]:
+    """Each account's state after the batch (a loop per account: a streaming batch holds
+    few, and batch runs that score whole histories keep no state)."""
+    bounds = np.flatnonzero(np.diff(code)) + 1
+    starts = np.concatenate([[0], bounds])
+    stops = np.concatenate([bounds, [len(code)]])
+    states: dict[str, bytes] = {}
+    # Each account's state elements are contiguous (built in account order).
+    bucket_at = np.searchsorted(prior.bucket_code, np.arange(len(ids) + 1))
+    recent_at = np.searchsorted(prior.recent_code, np.arange(len(ids) + 1))
+    cp_at = np.searchsorted(prior.counterparty_code, np.arange(len(ids) + 1))
+    for c, (start, stop) in enumerate(zip(starts.tolist(), stops.tolist(), strict=True)):
+        mine = slice(bucket_at[c], bucket_at[c + 1])
+        hours = np.concatenate([prior.bucket_hour[mine], hour[start:stop]])
+        counts = np.concatenate([prior.bucket_count[mine], np.ones(stop - start, np.int64)])
+        amounts = np.concatenate([prior.bucket_amount[mine], amount[start:stop]])
+        last = int(t[start:stop].max())
+        if prior.known[c]:
+            last = max(last, int(prior.last[c]))
+        keep = hours > last // HOUR_MICROS - MAX_HOURS  # older never counts again
+        unique, inverse = np.unique(hours[keep], return_inverse=True)
+        recent = np.concatenate([prior.recent[recent_at[c]:recent_at[c + 1]],
+                                 amount[start:stop]])[-RECENT_AMOUNTS:]
+        remembered = OrderedDict.fromkeys(prior.counterparties[cp_at[c]:cp_at[c + 1]].tolist())
+        for cp in counterparty[start:stop].tolist():
+            remembered[cp] = None
+            remembered.move_to_end(cp)
+        cps = list(remembered)[-MAX_COUNTERPARTIES:]
+        windows: dict[int, np.ndarray] = {}
+        for w, counts_w in zip(prior.benford_windows[c].tolist(), prior.benford_counts[c],
+                               strict=True):
+            if w >= 0:
+                windows[w] = counts_w.copy()
+        mine_amounts, mine_windows = amount[start:stop], window[start:stop]
+        prefixed = mine_amounts >= 10
+        for w, digit in zip(mine_windows[prefixed].tolist(),
+                            _first_digits(mine_amounts[prefixed]).tolist(), strict=True):
+            windows.setdefault(w, np.zeros(9, dtype=np.int64))[digit - 1] += 1
+        current = last // (BENFORD_WINDOW_DAYS * DAY_MICROS)
+        kept = sorted(w for w in windows if w >= current - 1)[-2:]
+        benford_windows = np.array(kept + [-1] * (2 - len(kept)), dtype=np.int64)
+        benford_counts = np.array([windows[w] for w in kept]
+                                  + [np.zeros(9, np.int64)] * (2 - len(kept)))
+        states[ids[c]] = encode_account(AccountState(
+            last, unique, np.bincount(inverse, weights=counts[keep]).astype(np.int64),
+            np.bincount(inverse, weights=amounts[keep]).astype(np.int64), recent, cps,
+            benford_windows, benford_counts.reshape(2, 9)))
+    return states
+
+
+# --- counterparty state, risk and the decision ------------------------------------------
+
+COUNTERPARTY_STATE_VERSION = 1
+_COUNTERPARTY_HEADER = struct.Struct("<BqHH")
+
+
+@dataclass
+class CounterpartyState:
+    """Transactions and confirmed frauds per day of one counterparty, for the delay plus
+    the window, and the transactions analysts labelled in that time (counted once)."""
+
+    last_micros: int
+    days: np.ndarray  # int64 epoch days, ascending
+    counts: np.ndarray
+    frauds: np.ndarray
+    labelled: list[str]  # transaction ids
+    labelled_days: np.ndarray  # their epoch days
+
+
+def encode_counterparty(state: CounterpartyState) -> bytes:
+    return b"".join([
+        _COUNTERPARTY_HEADER.pack(COUNTERPARTY_STATE_VERSION, state.last_micros,
+                                  len(state.days), len(state.labelled)),
+        state.days.astype("<i4").tobytes(), state.counts.astype("<i4").tobytes(),
+        state.frauds.astype("<i4").tobytes(), state.labelled_days.astype("<i4").tobytes(),
+        "\x1f".join(state.labelled).encode()])
+
+
+def decode_counterparty(blob: bytes) -> CounterpartyState:
+    version, last, nd, nl = _COUNTERPARTY_HEADER.unpack_from(blob)
+    if version != COUNTERPARTY_STATE_VERSION:
+        raise ValueError(f"counterparty state version {version}, this code reads "
+                         f"{COUNTERPARTY_STATE_VERSION}")
+    at = _COUNTERPARTY_HEADER.size
+    days, counts, frauds = (np.frombuffer(blob, "<i4", nd, at + i * 4 * nd).astype(np.int64)
+                            for i in range(3))
+    at += 12 * nd
+    labelled_days = np.frombuffer(blob, "<i4", nl, at).astype(np.int64)
+    text = blob[at + 4 * nl:].decode()
+    return CounterpartyState(last, days, counts, frauds, text.split("\x1f") if nl else [],
+                             labelled_days)
+
+
+def risky(table: pa.Table) -> np.ndarray:
+    return ~np.isin(_strings(table, "counterparty_type"), list(NO_RISK_TYPES))
+
+
+def _is_fraud(labels: np.ndarray) -> np.ndarray:
+    return np.array([label is not None and label != LEGIT for label in labels.tolist()],
+                    dtype=bool)
+
+
+def _slices(codes: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order, bounds): codes[order] sorted; group g is order[bounds[g]:bounds[g + 1]]."""
+    order = np.argsort(codes, kind="stable")
+    return order, np.searchsorted(codes[order], np.arange(groups + 1))
+
+
+def counterparty_risk(table: pa.Table, labels: pa.Table | None,
+                      states: Mapping[str, bytes] | None, delay_days: int = DELAY_DAYS,
+                      window_days: int = WINDOW_DAYS,
+                      keep_state: bool = True) -> tuple[np.ndarray, dict[str, bytes]]:
+    """Each row's counterparty risk: the fraud share of its counterparty's transactions
+    over window_days ending delay_days before the row's day, from the state, the batch's
+    rows (their own labels) and analysts' labels given at or before the row's time.
+    Cash counterparties carry none."""
+    states = states or {}
+    n = table.num_rows
+    cp = _strings(table, "counterparty_id")
+    t = micros(table)
+    day = t // DAY_MICROS
+    counted = risky(table)
+    labels = labels if labels is not None else LABEL_SCHEMA.empty_table()
+    label_cp = _strings(labels, "counterparty_id")
+    ids = sorted(set(cp[counted].tolist()) | set(label_cp.tolist()))
+    code = np.full(n, -1, dtype=np.int64)
+    if counted.any():
+        code[counted] = _codes(cp[counted], ids)
+    decoded = {c: decode_counterparty(states[i]) for c, i in enumerate(ids) if i in states}
+    # Analysts' labels, each transaction counted once: not in the state, first in the batch.
+    label_ids = _strings(labels, "transaction_id")
+    label_code = _codes(label_cp, ids) if labels.num_rows else np.zeros(0, np.int64)
+    label_at = micros(labels, "labelled_at")
+    label_day = micros(labels, "transaction_time") // DAY_MICROS
+    seen = {(c, x) for c, s in decoded.items() for x in s.labelled}
+    fresh = np.zeros(labels.num_rows, dtype=bool)
+    for i in np.argsort(label_at, kind="stable").tolist():
+        pair = (int(label_code[i]), label_ids[i])
+        fresh[i] = pair not in seen
+        seen.add(pair)
+    label_fraud = fresh & _is_fraud(_strings(labels, "label"))
+
+    # Per (counterparty, day): transactions and frauds, of the state and of the batch.
+    row_fraud = _is_fraud(_strings(table, "label"))
+    day_code = np.concatenate([code[counted], *(np.full(len(s.days), c, np.int64)
+                                                for c, s in decoded.items())])
+    day_day = np.concatenate([day[counted], *(s.days for s in decoded.values())])
+    day_count = np.concatenate([np.ones(int(counted.sum()), np.int64),
+                                *(s.counts for s in decoded.values())])
+    day_fraud = np.concatenate([row_fraud[counted].astype(np.int64),
+                                *(s.frauds for s in decoded.values())])
+    keys = day_code * (1 << 32) + day_day
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    count = np.concatenate([[0], np.cumsum(day_count[order])])
+    fraud = np.concatenate([[0], np.cumsum(day_fraud[order])])
+    newest = day - delay_days  # exclusive: labels before it are known
+    row_key = np.maximum(code, 0) * (1 << 32)
+    lo = np.searchsorted(keys, row_key + newest - window_days, side="left")
+    hi = np.searchsorted(keys, row_key + newest, side="left")
+    total, frauds = count[hi] - count[lo], fraud[hi] - fraud[lo]
+    for i in np.flatnonzero(label_fraud).tolist():  # few: analysts' verdicts
+        frauds = frauds + ((code == label_code[i]) & (t >= label_at[i])
+                           & (label_day[i] >= newest - window_days) & (label_day[i] < newest))
+    share = np.where((code >= 0) & (total >= MIN_TRANSACTIONS),
+                     frauds / np.maximum(total, 1), 0.0)
+    if not keep_state:
+        return round6(share), {}
+
+    # The new state of each counterparty in the batch (few per streaming batch).
+    add_code = np.concatenate([day_code, label_code[label_fraud]])
+    add_day = np.concatenate([day_day, label_day[label_fraud]])
+    add_count = np.concatenate([day_count, np.zeros(int(label_fraud.sum()), np.int64)])
+    add_fraud = np.concatenate([day_fraud, np.ones(int(label_fraud.sum()), np.int64)])
+    add_order, add_at = _slices(add_code, len(ids))
+    row_order, row_at = _slices(code, len(ids))  # cash rows (code -1) sort before all
+    label_order, label_bounds = _slices(label_code, len(ids))
+    new_states: dict[str, bytes] = {}
+    for c, cp_id in enumerate(ids):
+        prior = decoded.get(c)
+        mine_labels = label_order[label_bounds[c]:label_bounds[c + 1]]
+        moments = [t[row_order[row_at[c]:row_at[c + 1]]], label_at[mine_labels]]
+        last = max([int(m.max()) for m in moments if len(m)]
+                   + ([prior.last_micros] if prior else []))
+        oldest = last // DAY_MICROS - delay_days - window_days
+        mine = add_order[add_at[c]:add_at[c + 1]]
+        keep = mine[add_day[mine] >= oldest]
+        unique, inverse = np.unique(add_day[keep], return_inverse=True)
+        new_labels = mine_labels[fresh[mine_labels]]
+        labelled = (prior.labelled if prior else []) + label_ids[new_labels].tolist()
+        labelled_days = np.concatenate([prior.labelled_days if prior else np.zeros(0, np.int64),
+                                        label_day[new_labels]])
+        # Verdicts on transactions older than the window can no longer count.
+        still = labelled_days >= oldest
+        new_states[cp_id] = encode_counterparty(CounterpartyState(
+            last, unique, np.bincount(inverse, weights=add_count[keep]).astype(np.int64),
+            np.bincount(inverse, weights=add_fraud[keep]).astype(np.int64),
+            [x for x, s in zip(labelled, still.tolist(), strict=True) if s],
+            labelled_days[still]))
+    return round6(share), new_states
+
+
+def _column(table: pa.Table, features: Mapping[str, np.ndarray],
+            name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(values, present) of a field a rule names; strings and other types as objects."""
+    if name in features:
+        values = features[name]
+        return values, np.ones(len(values), dtype=bool)
+    if name not in TRANSACTION_SCHEMA.names:
+        return None
+    column = table[name].combine_chunks()
+    present = column.is_valid().to_numpy(zero_copy_only=False)
+    kind = column.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        return column.fill_null(False if pa.types.is_boolean(kind) else 0) \
+            .to_numpy(zero_copy_only=False), present
+    if pa.types.is_string(kind):
+        return column.to_numpy(zero_copy_only=False), present
+    return np.array(column.to_pylist(), dtype=object), present
+
+
+def _is_plain(value: Any) -> bool:
+    return isinstance(value, int | float | bool | str)
+
+
+def _leaf_hit(op, actual: Any, value: Any) -> bool:
+    if actual is None:
+        return False
+    try:
+        return bool(op(actual, value))
+    except TypeError:
+        return False
+
+
+def _leaf_mask(op_name: str, values: np.ndarray, present: np.ndarray, value: Any) -> np.ndarray:
+    """rules._OPS[op_name](v, value) for every present v; False where Python would raise."""
+    op = _OPS[op_name]
+    numeric = values.dtype != object
+    try:
+        if op_name in ("==", "!=") and _is_plain(value) and (numeric or isinstance(value, str)):
+            if numeric == isinstance(value, str):
+                hit = np.full(len(values), op_name == "!=")
+            else:
+                hit = op(values, value)
+            return present & np.asarray(hit, dtype=bool)
+        if numeric and op_name in ("<", "<=", ">", ">=") and _is_plain(value) \
+                and not isinstance(value, str):
+            return present & op(values, value)
+        if numeric and op_name == "multiple_of" and isinstance(value, int | float) \
+                and not isinstance(value, bool) and value != 0:
+            return present & (np.remainder(values, value) == 0)
+        if numeric and op_name == "between" and all(
+                _is_plain(v) and not isinstance(v, str) for v in value):
+            return present & (value[0] <= values) & (values <= value[1])
+        if op_name == "in" and isinstance(value, list | tuple | set) and all(
+                _is_plain(v) for v in value):
+            return present & np.isin(values, list(value))
+    except TypeError:
+        pass
+    return np.array([ok and _leaf_hit(op, v, value)
+                     for v, ok in zip(values.tolist(), present.tolist(), strict=True)],
+                    dtype=bool)
+
+
+class _Leaves:
+    """The leaves of a rule's condition, numbered, so a row can say which one decided."""
+
+    NOT = -2
+
+    def __init__(self) -> None:
+        self.fields: list[str] = []
+        self.values: list[np.ndarray] = []
+
+
+def _check(condition: Mapping[str, Any], table: pa.Table, features, leaves: _Leaves,
+           n: int) -> np.ndarray:
+    """A condition over whole columns: the leaf that decided each true row, -1 if false
+    (for `all`, the last leaf; for `any`, the first true one; `not` names no leaf)."""
+    if "all" in condition:
+        parts = [_check(c, table, features, leaves, n) for c in condition["all"]]
+        decided = parts[-1].copy()
+        for part in parts:
+            decided[part == -1] = -1
+        return decided
+    if "any" in condition:
+        decided = np.full(n, -1, dtype=np.int64)
+        for c in condition["any"]:
+            part = _check(c, table, features, leaves, n)
+            decided = np.where(decided == -1, part, decided)
+        return decided
+    if "not" in condition:
+        inner = _check(condition["not"], table, features, leaves, n)
+        return np.where(inner == -1, _Leaves.NOT, -1)
+    column = _column(table, features, condition["field"])
+    if column is None:
+        return np.full(n, -1, dtype=np.int64)
+    leaves.fields.append(condition["field"])
+    leaves.values.append(column[0])
+    hit = _leaf_mask(condition["op"], column[0], column[1], condition["value"])
+    return np.where(hit, len(leaves.fields) - 1, -1)
+
+
+def _firings(rules: Sequence[Rule], table: pa.Table, features: Mapping[str, np.ndarray]
+             ) -> Iterator[tuple[Rule, np.ndarray, list[tuple[str, Any]]]]:
+    """Per active rule: the rows it fires on, each with the field and value that fired it."""
+    for rule in rules:
+        if rule.paused:
+            continue
+        leaves = _Leaves()
+        decided = _check(rule.when, table, features, leaves, table.num_rows)
+        rows = np.flatnonzero(decided != -1)
+        deciders = decided[rows]
+        found: list[tuple[str, Any]] = [("not", None)] * len(rows)
+        for leaf in np.unique(deciders[deciders >= 0]).tolist():
+            at = np.flatnonzero(deciders == leaf)
+            field = leaves.fields[leaf]
+            for i, value in zip(at.tolist(), leaves.values[leaf][rows[at]].tolist(),
+                                strict=True):
+                found[i] = (field, value)
+        yield rule, rows, found
+
+
+def rule_hits(rules: Sequence[Rule], table: pa.Table,
+              features: Mapping[str, np.ndarray]) -> dict[int, list[RuleHit]]:
+    """The hits of each row that has any, in rule order, with the field and value."""
+    hits: dict[int, list[RuleHit]] = {}
+    for rule, rows, found in _firings(rules, table, features):
+        for row, (field, value) in zip(rows.tolist(), found, strict=True):
+            hits.setdefault(row, []).append(
+                RuleHit(rule.rule_id, rule.description, field, value, rule.weight))
+    return hits
+
+
+def hit_text(rule_id: str, description: str, field: str, value: Any) -> str:
+    shown = f"{value:.2f}" if isinstance(value, float) else value
+    return f"{description or rule_id} [{rule_id}: {field} = {shown}]"
+
+
+def features_of(table: pa.Table) -> dict[str, np.ndarray]:
+    """The feature columns of a featured table, as numpy arrays."""
+    out = {}
+    for name in FEATURE_NAMES[:-1]:
+        column = table[name].combine_chunks()
+        out[name] = column.to_numpy(zero_copy_only=False)
+    return out
+
+
+def model_matrix(table: pa.Table, features: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The model's input (MODEL_FEATURES) for every row."""
+    t = micros(table)
+    amount, _ = _int_column(table, "amount_cents")
+    tx_type, cp_type = _strings(table, "tx_type"), _strings(table, "counterparty_type")
+    columns = [features[name].astype(np.float64) for name in FEATURE_NAMES]
+    columns.append(np.log1p(amount.astype(np.float64)))
+    columns.append((t // HOUR_MICROS % 24).astype(np.float64))
+    columns.extend((tx_type == kind).astype(np.float64) for kind in TX_TYPES)
+    columns.extend((cp_type == kind).astype(np.float64) for kind in COUNTERPARTY_TYPES)
+    return np.column_stack(columns) if len(table) else np.zeros((0, len(MODEL_FEATURES)))
+
+
+@dataclass
+class Decider:
+    """Rules, threshold and an optional model (with its version): the decision."""
+
+    rules: Sequence[Rule]
+    threshold: float = 0.5
+    model: Any = None
+    model_version: str = ""
+
+
+def counterparty_step(featured: pa.Table, states: Mapping[str, bytes] | None,
+                      decider: Decider | None, labels: pa.Table | None = None,
+                      delay_days: int = DELAY_DAYS, window_days: int = WINDOW_DAYS,
+                      keep_state: bool = True, features_only: bool = False,
+                      ) -> tuple[pa.Table, dict[str, bytes]]:
+    """Featured rows of some counterparties -> (scored rows (SCORED_SCHEMA), or with
+    features_only the training table (FEATURE_TABLE_SCHEMA); the counterparties' new
+    state). labels: analysts' verdicts (LABEL_SCHEMA) on those counterparties."""
+    table = in_order(featured, "counterparty_id")
+    risk, new_states = counterparty_risk(table, labels, states, delay_days, window_days,
+                                         keep_state)
+    features = features_of(table)
+    features["counterparty_risk"] = risk
+    if features_only:
+        return training_rows(table, features, decider.rules if decider else ()), new_states
+    return decide(table, features, decider), new_states
+
+
+def training_rows(table: pa.Table, features: Mapping[str, np.ndarray],
+                  rules: Sequence[Rule]) -> pa.Table:
+    """What `train` and `evaluate` learn from: each transaction's label, its model input
+    and the rules' noisy-or."""
+    remaining = np.ones(table.num_rows)
+    for rule, rows, _ in _firings(rules, table, features):
+        remaining[rows] *= 1.0 - rule.weight
+    matrix = model_matrix(table, features)
+    columns = {name: table[name] for name in FEATURE_TABLE_SCHEMA.names[:5]}
+    columns["rules_score"] = pa.array(1.0 - remaining)
+    columns.update((name, pa.array(matrix[:, i])) for i, name in enumerate(MODEL_FEATURES))
+    return pa.table(columns, schema=FEATURE_TABLE_SCHEMA)
+
+
+def decide(table: pa.Table, features: Mapping[str, np.ndarray], decider: Decider) -> pa.Table:
+    """Score (noisy-or of the rules that fire and the model), flag and reasons."""
+    n = table.num_rows
+    # Each row's factors multiplied in rule order, then the model's.
+    remaining = np.ones(n)
+    reason_rows: list[np.ndarray] = []
+    reason_texts: list[str] = []
+    for rule, rows, found in _firings(decider.rules, table, features):
+        remaining[rows] *= 1.0 - rule.weight
+        reason_rows.append(rows)
+        reason_texts.extend(hit_text(rule.rule_id, rule.description, field, value)
+                            for field, value in found)
+    if decider.model is not None and n:
+        probabilities = decider.model.predict_proba(model_matrix(table, features))[:, 1]
+        remaining *= 1.0 - probabilities
+        name = decider.model_version or "score"
+        reason_rows.append(np.arange(n))
+        reason_texts.extend(f"model {name}: {p:.2f}" for p in probabilities.tolist())
+    late = _bools(table, "late")
+    late_rows = np.flatnonzero(late)
+    reason_rows.append(late_rows)
+    reason_texts.extend([LATE_REASON] * len(late_rows))
+    score = round6(1.0 - remaining)
+    rows = np.concatenate(reason_rows) if reason_rows else np.zeros(0, dtype=np.int64)
+    in_row_order = np.argsort(rows, kind="stable")  # keeps rule order within a row
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
+    reasons = pa.ListArray.from_arrays(
+        pa.array(offsets), pa.array(reason_texts, type=pa.string()).take(in_row_order))
+    columns = [table[name] for name in [*TRANSACTION_SCHEMA.names, POSITION]]
+    columns += [pa.array(score), pa.array(score >= decider.threshold), reasons,
+                pa.array(late), pa.array([decider.model_version] * n, type=pa.string())]
+    return pa.Table.from_arrays(columns, schema=SCORED_SCHEMA)
+
+
+def detect(table: pa.Table, decider: Decider, labels: pa.Table | None = None,
+           delay_days: int = DELAY_DAYS, window_days: int = WINDOW_DAYS,
+           features_only: bool = False) -> pa.Table:
+    """Whole histories from empty state, in one process: both steps in a row."""
+    featured, _ = account_step(table, None, keep_state=False)
+    scored, _ = counterparty_step(featured, None, decider, labels, delay_days, window_days,
+                                  keep_state=False, features_only=features_only)
+    return scored
+
+
+# --- between steps: shards, records, labels ---------------------------------------------
+
+def shard_of(ids: pa.Array | pa.ChunkedArray, shards: int) -> np.ndarray:
+    """A stable shard per id (crc32), so an id's rows meet whatever batch they came in."""
+    unique = pc.unique(ids)
+    shard = np.array([zlib.crc32(a.encode()) % shards for a in unique.to_pylist()],
+                     dtype=np.int64)
+    return shard[pc.index_in(ids, value_set=unique).to_numpy()] if len(unique) \
+        else np.zeros(0, np.int64)
+
+
+def split_by(table: pa.Table, key: str, shards: int) -> Iterator[tuple[int, pa.Table]]:
+    shard = shard_of(table[key], shards)
+    for s in np.unique(shard).tolist():
+        yield s, table.filter(pa.array(shard == s))
+
+
+def labels_table(events: Sequence[Any]) -> pa.Table:
+    """LabelEvents -> LABEL_SCHEMA."""
+    return pa.table({name: pa.array([getattr(e, name) for e in events], type=field.type)
+                     for name, field in zip(LABEL_SCHEMA.names, LABEL_SCHEMA, strict=True)},
+                    schema=LABEL_SCHEMA)
+
+
+def scored_records(table: pa.Table) -> Iterator[ScoredTransaction]:
+    names = TRANSACTION_SCHEMA.names
+    has_position = POSITION in table.column_names
+    for row in table.to_pylist():
+        tx = Transaction(**{k: row[k] for k in names},
+                         position=row[POSITION] if has_position else "")
+        yield ScoredTransaction(tx, row["score"], row["flagged"], tuple(row["reasons"]),
+                                row["late"], row["model_version"])
+
+
+def on_days(table: pa.Table, first_day: int, last_day: int) -> pa.Array:
+    """Which rows have an event time (UTC) on an epoch day from first_day to last_day."""
+    day = micros(table) // DAY_MICROS
+    return pa.array((day >= first_day) & (day <= last_day))
+
+
+def log_amount(amount_cents: int) -> float:
+    return math.log1p(amount_cents)
