@@ -1,7 +1,7 @@
 """The trained model: its feature vector, training, and how it is saved and served.
 
-A model folder holds `model.pkl` (a scikit-learn estimator, loaded by Beam's
-RunInference) and `model.json` (version, feature names, what it was trained on). The
+A model folder holds `model.pkl` (a scikit-learn estimator, applied by the detection
+kernel to each batch) and `model.json` (version, feature names, what it was trained on). The
 pipeline refuses a model whose feature list differs from the code's.
 """
 
@@ -10,9 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import math
 import pickle
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,31 +18,13 @@ from typing import Any
 import numpy as np
 
 from fraud_detection.errors import UsageError
-from fraud_detection.records import COUNTERPARTY_TYPES, TX_TYPES
-from fraud_detection.transforms.features import FEATURE_NAMES, FeaturedTransaction
+from fraud_detection.transforms.kernel import MODEL_FEATURES
 
-MODEL_FEATURES: tuple[str, ...] = (
-    *FEATURE_NAMES,
-    "log_amount",
-    "hour",
-    *(f"tx_type_{t}" for t in TX_TYPES),
-    *(f"counterparty_type_{t}" for t in COUNTERPARTY_TYPES),
-)
 MODEL_FILE, INFO_FILE = "model.pkl", "model.json"
 
 
 class ModelError(UsageError):
     pass
-
-
-def model_vector(featured: FeaturedTransaction) -> np.ndarray:
-    tx = featured.transaction
-    values = [float(getattr(featured.features, name)) for name in FEATURE_NAMES]
-    values.append(math.log1p(tx.amount_cents))
-    values.append(float(tx.event_time.hour))
-    values.extend(float(tx.tx_type == t) for t in TX_TYPES)
-    values.extend(float(tx.counterparty_type == t) for t in COUNTERPARTY_TYPES)
-    return np.asarray(values, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -107,20 +87,3 @@ def load_info(folder: Path) -> ModelInfo:
 def load(folder: Path) -> tuple[Any, ModelInfo]:
     info = load_info(folder)
     return pickle.loads((folder / MODEL_FILE).read_bytes()), info
-
-
-def fraud_probabilities(model: Any, batch: Sequence[np.ndarray],
-                        inference_args: dict[str, Any] | None = None) -> np.ndarray:
-    """RunInference's inference_fn: P(fraud) for each example, not the class."""
-    return model.predict_proba(np.stack(batch, axis=0))[:, 1]
-
-
-def model_handler(folder: Path):
-    """A keyed Beam model handler: (key, vector) -> (key, PredictionResult)."""
-    from apache_beam.ml.inference.base import KeyedModelHandler
-    from apache_beam.ml.inference.sklearn_inference import ModelFileType, SklearnModelHandlerNumpy
-
-    load_info(folder)
-    return KeyedModelHandler(SklearnModelHandlerNumpy(
-        model_uri=str(folder / MODEL_FILE), model_file_type=ModelFileType.PICKLE,
-        inference_fn=fraud_probabilities, min_batch_size=1, max_batch_size=2048))

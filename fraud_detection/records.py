@@ -121,6 +121,17 @@ class Transaction:
 
 
 @dataclass(frozen=True, slots=True)
+class LabelEvent:
+    """An analyst's verdict on a transaction, arriving after it (the labels topic)."""
+
+    transaction_id: str
+    counterparty_id: str
+    transaction_time: dt.datetime
+    label: str
+    labelled_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ScoredTransaction:
     transaction: Transaction
     score: float

@@ -1,6 +1,7 @@
 """Backfill: the batch pipeline once per day partition, so a day can be re-scored after a
-rule or model change. Each day's detection is seeded with the LOOKBACK_DAYS partitions
-before it, and only the day's transactions are written. A day that fails is reported and
+rule or model change. Each day's detection state is built from the LOOKBACK_DAYS
+partitions before it (the kernel run over them, then over the day, as one history), and
+only the day's transactions are written. A day that fails is reported and
 the others still run."""
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from fraud_detection.config import Settings
 from fraud_detection.io.parquet import TRANSACTIONS_DIR, UnreadableFileError, check_readable
 from fraud_detection.store.keyspace import connect
 from fraud_detection.store.tables import clear_flags_of_day
-from fraud_detection.transforms.counterparty import DELAY_DAYS, WINDOW_DAYS
-from fraud_detection.transforms.features import BENFORD_WINDOW_DAYS, MAX_HOURS
+from fraud_detection.transforms.kernel import (
+    BENFORD_WINDOW_DAYS,
+    DELAY_DAYS,
+    MAX_HOURS,
+    WINDOW_DAYS,
+)
 
 # How far back a day's features reach: the 30-day windows, counterparty risk (28 days
 # ending 7 before) and Benford's verdict on the previous 30-day window, which starts up

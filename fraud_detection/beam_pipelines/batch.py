@@ -36,10 +36,12 @@ from fraud_detection.store.tables import (
     scored_transaction_rows,
 )
 from fraud_detection.transforms.benford import BenfordReports
-from fraud_detection.transforms.columnar import scored_records, table_of
-from fraud_detection.transforms.detect import DEFAULT_SHARDS, DetectFraudTables
-from fraud_detection.transforms.ordered import at_event_time
-from fraud_detection.transforms.parse import ValidateEntities, ValidateTransactions
+from fraud_detection.transforms.detect import DEFAULT_SHARDS, DetectFraud
+from fraud_detection.transforms.parse import (
+    ValidateEntities,
+    ValidateTransactions,
+    at_event_time,
+)
 from fraud_detection.transforms.rules import load_rules
 
 
@@ -95,12 +97,8 @@ def run(argv: list[str], settings: Settings, lookback: Sequence[str] = (),
             history = (checked.valid, earlier.valid) | "WithLookBack" >> beam.Flatten()
         failed = [
             history
-            | "Batches" >> beam.BatchElements(min_batch_size=1_000, max_batch_size=20_000)
-            | "Tables" >> beam.Map(table_of)
-            | "Detect" >> DetectFraudTables(rules, settings.fraud_threshold,
-                                            model_dir=model_dir, shards=opts.shards,
-                                            days=days)
-            | "Records" >> beam.FlatMap(scored_records)
+            | "Detect" >> DetectFraud(rules, settings.fraud_threshold, model_dir=model_dir,
+                                      shards=opts.shards, days=days)
             | "WriteTransactions" >> WriteToCassandra(settings, scored_transaction_rows),
             checked.valid
             | "AtEventTime" >> beam.Map(at_event_time)

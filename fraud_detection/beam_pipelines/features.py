@@ -19,8 +19,8 @@ from fraud_detection.beam_pipelines.options import (
 )
 from fraud_detection.beam_pipelines.validate import input_pattern
 from fraud_detection.errors import UsageError
-from fraud_detection.transforms.columnar import FEATURE_TABLE_SCHEMA, table_of
-from fraud_detection.transforms.detect import DEFAULT_SHARDS, DetectFraudTables
+from fraud_detection.transforms.detect import DEFAULT_SHARDS, DetectFraud
+from fraud_detection.transforms.kernel import FEATURE_TABLE_SCHEMA
 from fraud_detection.transforms.parse import ValidateTransactions
 from fraud_detection.transforms.rules import load_rules
 
@@ -51,12 +51,9 @@ def run(argv: list[str] | None = None) -> FeatureSummary:
         checked = (pipeline
                    | "Read" >> beam.io.ReadFromParquet(pattern)
                    | "Validate" >> ValidateTransactions(source=f"parquet:{pattern}"))
-        # The batch path's detection, features only: what is trained is what is served.
+        # Detection's own kernel, features only: what is trained is what is served.
         _ = (checked.valid
-             | "Batches" >> beam.BatchElements(min_batch_size=1_000, max_batch_size=20_000)
-             | "Tables" >> beam.Map(table_of)
-             | "Features" >> DetectFraudTables(rules, shards=DEFAULT_SHARDS,
-                                              features_only=True)
+             | "Features" >> DetectFraud(rules, shards=DEFAULT_SHARDS, features_only=True)
              | "Write" >> beam.io.WriteToParquetBatched(
                  opts.features_out, FEATURE_TABLE_SCHEMA, file_name_suffix=".parquet"))
     result = pipeline.result

@@ -1,210 +1,391 @@
-"""DetectFraud: the one composite that batch and streaming share.
+"""DetectFraud: the one composite; batch and streaming run the same kernel through it.
 
-Transactions -> per-account features in event time -> counterparty risk from delayed
-labels -> the model's probability (RunInference, when a model is given) -> rules and
-the decision, with reasons.
+Transactions -> (account shard) kernel.account_step -> (counterparty shard)
+kernel.counterparty_step, with analysts' labels -> scored transactions.
+
+Bounded input: each shard's whole history goes through a step at once, from empty
+state. Unbounded input: each shard buffers what arrives, keeps one event-time timer at
+the end of its earliest buffered cell, and when it fires sends everything the watermark
+has passed through the step as one batch, carrying the shard's state between firings.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.coders import BytesCoder, PickleCoder
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    OrderedListStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.transforms.window import GlobalWindow, TimestampedValue
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
-from fraud_detection.transforms import columnar
-from fraud_detection.transforms.counterparty import DELAY_DAYS, WINDOW_DAYS, AddCounterpartyRisk
-from fraud_detection.transforms.features import ComputeAccountFeatures
-from fraud_detection.transforms.ordered import at_event_time
+from fraud_detection.transforms import kernel
 from fraud_detection.transforms.rules import Rule, RulesCache, RulesSource, StaticRules
-from fraud_detection.transforms.score import decide
+
+# Each step pays a fixed numpy cost per call, so few large shards beat many small ones;
+# a few per worker keeps every worker busy.
+DEFAULT_SHARDS = 4
+# Streaming: a shard's timer waits for the end of the earliest buffered cell of this
+# many milliseconds of event time, so one firing takes many transactions.
+DEFAULT_CELL_MS = 100
+_LABELS, _ROWS = b"L", b"R"
+_MAX_BUFFERED_ROWS = 20_000
 
 
-class _DecideFn(beam.DoFn):
-    def __init__(self, rules: RulesSource, threshold: float, model_version: str) -> None:
-        self.rules = rules
-        self.threshold = threshold
-        self.model_version = model_version
-        self.scored = Metrics.counter("detect", "scored")
-        self.flagged = Metrics.counter("detect", "flagged")
+def to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
-    def setup(self) -> None:
-        self.cache = RulesCache(self.rules)
+
+def from_ipc(blob: bytes | memoryview) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
+
+
+def _time_column(table: pa.Table) -> str:
+    return "labelled_at" if "labelled_at" in table.column_names else "event_time"
+
+
+class _ShardTablesFn(beam.DoFn):
+    """Transactions (or tables of them, or LabelEvents) -> (shard, table) by a key
+    column, a table per shard per bundle, stamped with its earliest time."""
+
+    def __init__(self, key: str, shards: int) -> None:
+        self.key = key
+        self.shards = shards
 
     def start_bundle(self) -> None:
-        self.current = self.cache.current()
+        self.pending: dict[str, list] = {}
 
-    def process(self, element):
-        featured, prediction = element
-        probability = None if prediction is None else float(prediction.inference)
-        scored = decide(featured, self.current, self.threshold, probability,
-                        self.model_version)
-        self.scored.inc()
-        if scored.flagged:
-            self.flagged.inc()
-        yield scored
+    def process(self, element: Any) -> Iterator:
+        if isinstance(element, pa.Table):
+            yield from self._split(element)
+            return
+        kind = "labels" if hasattr(element, "labelled_at") else "rows"
+        pending = self.pending.setdefault(kind, [])
+        pending.append(element)
+        if len(pending) >= _MAX_BUFFERED_ROWS:
+            yield from self._emit(kind, stamped=False)
 
+    def finish_bundle(self) -> Iterator:
+        for kind in list(self.pending):
+            yield from self._emit(kind, stamped=True)
 
-class FeatureTransactions(beam.PTransform):
-    """Transactions -> FeaturedTransaction: the account's behaviour in event time and the
-    counterparty's risk from delayed labels. What the model trains on and scores."""
+    def _emit(self, kind: str, stamped: bool) -> Iterator:
+        elements = self.pending.pop(kind, [])
+        if not elements:
+            return
+        table = kernel.labels_table(elements) if kind == "labels" else kernel.table_of(elements)
+        for output in self._split(table):
+            # finish_bundle has no element to take a timestamp from: give it one.
+            yield WindowedValue(output.value, output.timestamp, [GlobalWindow()]) \
+                if stamped else output
 
-    def __init__(self, labels=None, delay_days: int = DELAY_DAYS,
-                 window_days: int = WINDOW_DAYS) -> None:
-        super().__init__()
-        self.labels = labels
-        self.delay_days = delay_days
-        self.window_days = window_days
-
-    def expand(self, transactions):
-        return (transactions
-                | "AtEventTime" >> beam.Map(at_event_time)
-                | "Features" >> ComputeAccountFeatures()
-                | "CounterpartyRisk" >> AddCounterpartyRisk(
-                    self.labels, self.delay_days, self.window_days))
-
-
-class DetectFraud(beam.PTransform):
-    """Transactions -> ScoredTransaction.
-
-    rules: a list, or a RulesSource re-read while the pipeline runs. model_dir: a folder
-    written by `train`; without it the decision rests on rules alone. labels: an
-    optional PCollection of LabelEvent (analysts' verdicts, streaming).
-    """
-
-    def __init__(self, rules: Sequence[Rule] | RulesSource, threshold: float = 0.5,
-                 model_dir: Path | None = None, labels=None, delay_days: int = DELAY_DAYS,
-                 window_days: int = WINDOW_DAYS) -> None:
-        super().__init__()
-        self.rules = rules if isinstance(rules, RulesSource) else StaticRules(rules)
-        self.threshold = threshold
-        self.model_dir = Path(model_dir) if model_dir else None
-        self.labels = labels
-        self.delay_days = delay_days
-        self.window_days = window_days
-
-    def expand(self, transactions):
-        featured = transactions | "Featured" >> FeatureTransactions(
-            self.labels, self.delay_days, self.window_days)
-        version = ""
-        if self.model_dir is None:
-            predicted = featured | "NoModel" >> beam.Map(lambda f: (f, None))
-        else:
-            from apache_beam.ml.inference.base import RunInference
-
-            from fraud_detection.model import load_info, model_handler, model_vector
-
-            version = load_info(self.model_dir).version
-            predicted = (featured
-                         | "ToVector" >> beam.Map(lambda f: (f, model_vector(f)))
-                         | "Model" >> RunInference(model_handler(self.model_dir)))
-        return predicted | "Decide" >> beam.ParDo(
-            _DecideFn(self.rules, self.threshold, version))
+    def _split(self, table: pa.Table) -> Iterator[TimestampedValue]:
+        if table.num_rows == 0:
+            return
+        time = _time_column(table)
+        if self.key == "account_id":
+            table = kernel.with_positions(table)
+        for shard, part in kernel.split_by(table, self.key, self.shards):
+            earliest = int(kernel.micros(part, time).min())
+            yield TimestampedValue((shard, part), Timestamp(micros=earliest))
 
 
-class _SumCounterpartyDays(beam.CombineFn):
-    def create_accumulator(self) -> list:
-        return []
+class _Step:
+    """One kernel step with what it needs: rules and model for the counterparty step."""
 
-    def add_input(self, tables: list, table) -> list:
-        tables.append(table)
-        return tables
-
-    def merge_accumulators(self, accumulators) -> list:
-        tables = [t for acc in accumulators for t in acc]
-        return [columnar.sum_counterparty_days(tables)] if tables else []
-
-    def extract_output(self, tables: list):
-        return columnar.sum_counterparty_days(tables) if tables else \
-            columnar.counterparty_days(columnar.table_of([]))
-
-
-class _ScoreShardFn(beam.DoFn):
-    """All transactions of a shard of accounts -> one scored table (or feature table)."""
-
-    def __init__(self, rules: RulesSource, threshold: float, model_dir: Path | None,
-                 delay_days: int, window_days: int, features_only: bool,
-                 days: tuple[dt.date, dt.date] | None) -> None:
+    def __init__(self, accounts: bool, rules: RulesSource | None, threshold: float,
+                 model_dir: Path | None, delay_days: int, window_days: int,
+                 features_only: bool) -> None:
+        self.accounts = accounts
         self.rules = rules
         self.threshold = threshold
         self.model_dir = model_dir
         self.delay_days = delay_days
         self.window_days = window_days
         self.features_only = features_only
-        self.days = days
-        self.scored = Metrics.counter("detect", "scored")
-        self.flagged = Metrics.counter("detect", "flagged")
 
     def setup(self) -> None:
         from fraud_detection import model
 
-        self.cache = RulesCache(self.rules)
+        self.cache = RulesCache(self.rules) if self.rules is not None else None
         self.model, self.version = None, ""
-        if self.model_dir is not None:
+        if self.model_dir is not None and not self.accounts:
             self.model, info = model.load(self.model_dir)
             self.version = info.version
 
-    def process(self, element, counterparty):
-        import pyarrow as pa
+    def run(self, rows: pa.Table, labels: pa.Table | None, states: dict[str, bytes] | None,
+            keep_state: bool) -> tuple[pa.Table, dict[str, bytes]]:
+        if self.accounts:
+            return kernel.account_step(rows, states, keep_state)
+        decider = kernel.Decider(self.cache.current() if self.cache else [], self.threshold,
+                                 self.model, self.version)
+        return kernel.counterparty_step(rows, states, decider, labels, self.delay_days,
+                                        self.window_days, keep_state, self.features_only)
 
-        _, tables = element
-        if self.features_only:
-            yield columnar.feature_table(pa.concat_tables(tables), self.cache.current(),
-                                         counterparty, self.delay_days, self.window_days)
+    def ids(self, rows: pa.Table, labels: pa.Table | None) -> list[str]:
+        if self.accounts:
+            return rows["account_id"].unique().to_pylist()
+        ids = set(rows["counterparty_id"].unique().to_pylist())
+        if labels is not None:
+            ids |= set(labels["counterparty_id"].unique().to_pylist())
+        return list(ids)
+
+
+def _concat(tables: Sequence[pa.Table], schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+class _WholeShardFn(beam.DoFn):
+    """Bounded input: a shard's whole history through the step, from empty state."""
+
+    def __init__(self, step: _Step) -> None:
+        self.step = step
+        self.scored = Metrics.counter("detect", "scored")
+        self.flagged = Metrics.counter("detect", "flagged")
+
+    def setup(self) -> None:
+        self.step.setup()
+
+    def process(self, element) -> Iterator[pa.Table]:
+        _, grouped = element
+        if self.step.accounts:
+            rows, labels = _concat(list(grouped), kernel.TRANSACTION_SCHEMA), None
+            rows = rows if rows.num_rows else kernel.with_positions(rows)
+        else:
+            rows = _concat(list(grouped["rows"]), kernel.FEATURED_SCHEMA)
+            labels = _concat(list(grouped["labels"]), kernel.LABEL_SCHEMA)
+        if rows.num_rows == 0:
             return
-        scored = columnar.score_table(
-            pa.concat_tables(tables), self.cache.current(), self.threshold, counterparty,
-            self.model, self.version, self.delay_days, self.window_days)
-        if self.days is not None:
-            scored = scored.filter(columnar.on_days(scored, *self.days))
-        self.scored.inc(scored.num_rows)
-        self.flagged.inc(scored["flagged"].combine_chunks().true_count)
-        yield scored
+        if self.step.accounts and kernel.ARRIVAL in rows.column_names:
+            out = self._by_arrival(rows)
+        else:
+            out, _ = self.step.run(rows, labels, None, keep_state=False)
+        _count(self, out, self.step)
+        yield out
 
 
-# Each shard pays a fixed numpy cost per distinct history length, so few large shards
-# beat many small ones; a few per worker keeps every worker busy.
-DEFAULT_SHARDS = 4
+    def _by_arrival(self, rows: pa.Table) -> pa.Table:
+        """Each arrival a batch, in arrival order, carrying the state: what a stream whose
+        watermark moved at each arrival would have done."""
+        arrival = rows[kernel.ARRIVAL].combine_chunks().to_numpy()
+        states: dict[str, bytes] = {}
+        outs = []
+        for value in np.unique(arrival).tolist():
+            out, changed = self.step.run(rows.filter(pa.array(arrival == value)), None,
+                                         states, keep_state=True)
+            states.update(changed)
+            outs.append(out)
+        return pa.concat_tables(outs)
 
 
-class DetectFraudTables(beam.PTransform):
-    """DetectFraud for batch over Arrow tables of transactions (TRANSACTION_SCHEMA) ->
-    tables of scored transactions (columnar.SCORED_SCHEMA), vectorised per shard of
-    accounts. Same scores and reasons as DetectFraud; labels come from the data.
-    features_only: tables of columnar.FEATURE_TABLE_SCHEMA instead (train, evaluate).
-    days (first, last): only transactions of those event days come out; the others are
-    history that seeds their features (a backfill's look-back)."""
+def _count(fn, out: pa.Table, step: _Step) -> None:
+    if not step.accounts and not step.features_only:
+        fn.scored.inc(out.num_rows)
+        fn.flagged.inc(out["flagged"].combine_chunks().true_count)
+
+
+class _StreamingShardFn(beam.DoFn):
+    """Unbounded input: a shard's tables buffered by event time, one timer per shard,
+    and the shard's state carried between firings.
+
+    State is a log: each firing appends the new states of the ids it touched, and the
+    log is rewritten whole once it holds twice what the shard's state does, so a firing
+    writes in proportion to its batch. The DoFn keeps the shard's states in memory and
+    re-reads the log only when another worker has written since (the generation)."""
+
+    BUFFER = OrderedListStateSpec("buffer", BytesCoder())
+    LOG = BagStateSpec("log", BytesCoder())
+    META = ReadModifyWriteStateSpec("meta", PickleCoder())
+    FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+
+    def __init__(self, step: _Step, cell_ms: int) -> None:
+        self.step = step
+        self.cell_micros = max(int(cell_ms), 1) * 1000
+        self.scored = Metrics.counter("detect", "scored")
+        self.flagged = Metrics.counter("detect", "flagged")
+        self.firings = Metrics.counter("detect", "firings")
+
+    def setup(self) -> None:
+        self.step.setup()
+        self.states: dict[Any, tuple[int, dict[str, bytes]]] = {}
+
+    def _cell_end(self, micros: int) -> Timestamp:
+        return Timestamp(micros=(micros // self.cell_micros + 1) * self.cell_micros)
+
+    def process(self, element, buffer=beam.DoFn.StateParam(BUFFER),
+                meta=beam.DoFn.StateParam(META), flush=beam.DoFn.TimerParam(FLUSH)):
+        _, table = element
+        kind = _LABELS if "labelled_at" in table.column_names else _ROWS
+        earliest = int(kernel.micros(table, _time_column(table)).min())
+        buffer.add((Timestamp(micros=earliest), kind + to_ipc(table)))
+        current = meta.read() or (0, 0, 0, None)
+        due = self._cell_end(earliest)
+        if current[3] is None or due < current[3]:
+            flush.set(due)
+            meta.write((*current[:3], due))
+
+    @on_timer(FLUSH)
+    def on_flush(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
+                 buffer=beam.DoFn.StateParam(BUFFER), log=beam.DoFn.StateParam(LOG),
+                 meta=beam.DoFn.StateParam(META), flush=beam.DoFn.TimerParam(FLUSH)):
+        limit = fired_at.micros
+        rows, labels, later = [], [], []
+        for _, blob in buffer.read_range(MIN_TIMESTAMP, fired_at):
+            table = from_ipc(memoryview(blob)[1:])
+            due = pa.array(kernel.micros(table, _time_column(table)) < limit)
+            (labels if blob[:1] == _LABELS else rows).append(table.filter(due))
+            rest = table.filter(pc.invert(due))
+            if rest.num_rows:
+                later.append((blob[:1], rest))
+        buffer.clear_range(MIN_TIMESTAMP, fired_at)
+        for kind, rest in later:  # what the watermark has not passed yet waits
+            earliest = int(kernel.micros(rest, _time_column(rest)).min())
+            buffer.add((Timestamp(micros=earliest), kind + to_ipc(rest)))
+        following = [int(kernel.micros(rest, _time_column(rest)).min()) for _, rest in later]
+        upcoming = next(iter(buffer.read_range(fired_at, MAX_TIMESTAMP)), None)
+        if upcoming is not None:
+            following.append(upcoming[0].micros)
+        generation, log_bytes, full_bytes, _ = meta.read() or (0, 0, 0, None)
+        due = self._cell_end(min(following)) if following else None
+        if due is not None:
+            flush.set(due)
+        rows = [t for t in rows if t.num_rows]
+        labels = [t for t in labels if t.num_rows]
+        if not rows and not labels:
+            meta.write((generation, log_bytes, full_bytes, due))
+            return
+        self.firings.inc()
+        schema = kernel.FEATURED_SCHEMA if not self.step.accounts else None
+        batch = pa.concat_tables(rows) if rows else schema.empty_table()
+        label_table = pa.concat_tables(labels) if labels else None
+        states = self._states(key, generation, log)
+        mine = {i: states[i] for i in self.step.ids(batch, label_table) if i in states}
+        out, changed = self.step.run(batch, label_table, mine, keep_state=True)
+        states.update(changed)
+        delta = to_ipc(pa.table({"id": list(changed), "state": list(changed.values())},
+                                schema=_STATE_SCHEMA))
+        log_bytes += len(delta)
+        if log_bytes > 2 * full_bytes + (1 << 20):
+            whole = to_ipc(pa.table({"id": list(states), "state": list(states.values())},
+                                    schema=_STATE_SCHEMA))
+            log.clear()
+            log.add(whole)
+            log_bytes = full_bytes = len(whole)
+        else:
+            log.add(delta)
+        generation += 1
+        self.states[key] = (generation, states)
+        meta.write((generation, log_bytes, full_bytes, due))
+        _count(self, out, self.step)
+        if out.num_rows:
+            yield TimestampedValue(out, Timestamp(micros=int(kernel.micros(out).min())))
+
+    def _states(self, key, generation: int, log) -> dict[str, bytes]:
+        cached = self.states.get(key)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        states: dict[str, bytes] = {}
+        for blob in log.read():
+            table = from_ipc(blob)
+            states.update(zip(table["id"].to_pylist(), table["state"].to_pylist(),
+                              strict=True))
+        return states
+
+
+_STATE_SCHEMA = pa.schema([("id", pa.string()), ("state", pa.binary())])
+
+
+class DetectFraud(beam.PTransform):
+    """Transactions (records or Arrow tables of them) -> ScoredTransaction records, or
+    with as_tables scored tables (kernel.SCORED_SCHEMA), or with features_only the
+    training table (kernel.FEATURE_TABLE_SCHEMA).
+
+    rules: a list, or a RulesSource re-read while the pipeline runs. model_dir: a folder
+    written by `train`; without it the decision rests on rules alone. labels: an
+    optional PCollection of LabelEvent (analysts' verdicts). days (first, last): only
+    transactions of those event days come out; the others are history (a look-back).
+    """
 
     def __init__(self, rules: Sequence[Rule] | RulesSource, threshold: float = 0.5,
-                 model_dir: Path | None = None, delay_days: int = DELAY_DAYS,
-                 window_days: int = WINDOW_DAYS, shards: int = DEFAULT_SHARDS,
-                 features_only: bool = False,
+                 model_dir: Path | None = None, labels=None,
+                 delay_days: int = kernel.DELAY_DAYS, window_days: int = kernel.WINDOW_DAYS,
+                 shards: int = DEFAULT_SHARDS, cell_ms: int = DEFAULT_CELL_MS,
+                 as_tables: bool = False, features_only: bool = False,
                  days: tuple[dt.date, dt.date] | None = None) -> None:
         super().__init__()
-        self.features_only = features_only
-        self.days = days
         self.rules = rules if isinstance(rules, RulesSource) else StaticRules(rules)
         self.threshold = threshold
         self.model_dir = Path(model_dir) if model_dir else None
+        self.labels = labels
         self.delay_days = delay_days
         self.window_days = window_days
         self.shards = shards
+        self.cell_ms = cell_ms
+        self.as_tables = as_tables or features_only
+        self.features_only = features_only
+        self.days = days
 
-    def expand(self, tables):
+    def _step(self, accounts: bool) -> _Step:
+        return _Step(accounts, None if accounts else self.rules, self.threshold,
+                     self.model_dir, self.delay_days, self.window_days, self.features_only)
+
+    def expand(self, transactions):
         if self.model_dir is not None:
             from fraud_detection.model import load_info
 
             load_info(self.model_dir)  # a missing or stale model fails before the run
-        counterparty = (tables
-                        | "CounterpartyDays" >> beam.Map(columnar.counterparty_days)
-                        | "SumCounterpartyDays" >> beam.CombineGlobally(_SumCounterpartyDays()))
-        return (tables
-                | "ByAccountShard" >> beam.FlatMap(columnar.split_by_account, self.shards)
-                | "ShardHistories" >> beam.GroupByKey()
-                | "Score" >> beam.ParDo(
-                    _ScoreShardFn(self.rules, self.threshold, self.model_dir,
-                                  self.delay_days, self.window_days, self.features_only,
-                                  self.days),
-                    beam.pvalue.AsSingleton(counterparty)))
+        bounded = transactions.is_bounded
+        by_account = transactions | "ByAccountShard" >> beam.ParDo(
+            _ShardTablesFn("account_id", self.shards))
+        if bounded:
+            featured = (by_account
+                        | "AccountHistories" >> beam.GroupByKey()
+                        | "Accounts" >> beam.ParDo(_WholeShardFn(self._step(True))))
+        else:
+            featured = by_account | "Accounts" >> beam.ParDo(
+                _StreamingShardFn(self._step(True), self.cell_ms))
+        by_counterparty = featured | "ByCounterpartyShard" >> beam.ParDo(
+            _ShardTablesFn("counterparty_id", self.shards))
+        labels = (self.labels if self.labels is not None else
+                  transactions.pipeline | "NoLabels" >> beam.Create([]))
+        labels = labels | "LabelsByCounterpartyShard" >> beam.ParDo(
+            _ShardTablesFn("counterparty_id", self.shards))
+        step = self._step(False)
+        if bounded:
+            scored = ({"rows": by_counterparty, "labels": labels}
+                      | "CounterpartyHistories" >> beam.CoGroupByKey()
+                      | "Counterparties" >> beam.ParDo(_WholeShardFn(step)))
+        else:
+            scored = ((by_counterparty, labels) | "WithLabels" >> beam.Flatten()
+                      | "Counterparties" >> beam.ParDo(_StreamingShardFn(step, self.cell_ms)))
+        if self.days is not None:
+            scored = scored | "OnDays" >> beam.Map(_on_days, *self.days)
+        if self.as_tables:
+            return scored
+        return scored | "Records" >> beam.FlatMap(kernel.scored_records)
+
+
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def _on_days(table: pa.Table, first: dt.date, last: dt.date) -> pa.Table:
+    return table.filter(kernel.on_days(table, (first - _EPOCH).days, (last - _EPOCH).days))
+

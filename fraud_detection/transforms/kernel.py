@@ -85,6 +85,9 @@ _FEATURE_TYPES = {name: pa.int64() for name in FEATURE_NAMES[:8]} | {
                                   "benford_nonconforming")}
 # Carried beside a transaction's own columns: where it was read (Kafka position).
 POSITION = "position"
+# Optional, in bounded input: the order rows arrived in (e.g. the day of the daily file
+# that brought them). Each arrival is one batch, as a streaming firing would be.
+ARRIVAL = "arrival"
 FEATURED_SCHEMA = pa.schema([
     *TRANSACTION_SCHEMA, (POSITION, pa.string()), ("late", pa.bool_()),
     *((name, _FEATURE_TYPES.get(name, pa.float64())) for name in FEATURE_NAMES[:-1]),
@@ -162,7 +165,10 @@ def with_positions(table: pa.Table) -> pa.Table:
     out = table.select(TRANSACTION_SCHEMA.names).cast(TRANSACTION_SCHEMA)
     position = (table[POSITION] if POSITION in table.column_names
                 else pa.array([""] * table.num_rows, type=pa.string()))
-    return out.append_column(POSITION, position)
+    out = out.append_column(POSITION, position)
+    if ARRIVAL in table.column_names:
+        out = out.append_column(ARRIVAL, table[ARRIVAL].cast(pa.int64()))
+    return out
 
 
 def in_order(table: pa.Table, key: str) -> pa.Table:
@@ -340,6 +346,8 @@ def account_step(batch: pa.Table, states: Mapping[str, bytes] | None = None,
     but counterparty_risk (FEATURED_SCHEMA), the new state of each account in the batch).
     states: account id -> encoded state, for accounts seen before (None: none were)."""
     table = in_order(with_positions(batch), "account_id")
+    if ARRIVAL in table.column_names:
+        table = table.drop_columns([ARRIVAL])
     n = table.num_rows
     account = _strings(table, "account_id")
     ids = pc.unique(table["account_id"]).to_pylist()  # sorted, as the rows are
@@ -925,7 +933,13 @@ def shard_of(ids: pa.Array | pa.ChunkedArray, shards: int) -> np.ndarray:
 
 
 def split_by(table: pa.Table, key: str, shards: int) -> Iterator[tuple[int, pa.Table]]:
+    """(shard, rows) per shard of `key`. By counterparty, cash rows (no risk, no state)
+    shard by account instead, so the one shared ATM does not load one shard."""
     shard = shard_of(table[key], shards)
+    if key == "counterparty_id" and "counterparty_type" in table.column_names:
+        cash = ~risky(table)
+        if cash.any():
+            shard[cash] = shard_of(table["account_id"].filter(pa.array(cash)), shards)
     for s in np.unique(shard).tolist():
         yield s, table.filter(pa.array(shard == s))
 

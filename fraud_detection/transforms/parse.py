@@ -18,6 +18,7 @@ from fraud_detection.records import (
     FRAUD_LABELS,
     LEGIT,
     DeadLetter,
+    LabelEvent,
     Transaction,
     epoch_micros,
     parse_event_time,
@@ -25,7 +26,6 @@ from fraud_detection.records import (
     validate_entity,
     validate_transaction,
 )
-from fraud_detection.transforms.counterparty import LabelEvent
 
 VALID = "valid"
 DEAD_LETTERS = "dead_letters"
@@ -183,6 +183,11 @@ def validate_label(raw: Any) -> tuple[LabelEvent | None, list[str]]:
         return None, errors
     return LabelEvent(raw["transaction_id"], raw["counterparty_id"],
                       times["transaction_time"], label, times["labelled_at"]), []
+
+
+def at_event_time(element: Any) -> TimestampedValue:
+    """A record stamped with its own event time (records with an `event_time`)."""
+    return TimestampedValue(element, Timestamp(micros=epoch_micros(element.event_time)))
 
 
 def at_labelled_time(event: LabelEvent) -> TimestampedValue:
