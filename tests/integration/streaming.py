@@ -14,7 +14,7 @@ from pathlib import Path
 from fraud_detection.config import Settings
 from fraud_detection.io.parquet import read_transactions
 from fraud_detection.store.keyspace import Store
-from fraud_detection.transforms import columnar
+from fraud_detection.transforms import kernel
 from fraud_detection.transforms.rules import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,8 +47,7 @@ def kill_stream(process: subprocess.Popen) -> None:
 def expected_outcomes(root: Path, threshold: float) -> dict[str, tuple]:
     """What the batch path scores each transaction of the world as."""
     table = read_transactions(root)
-    scored = columnar.score_table(table, load_rules(), threshold,
-                                  columnar.counterparty_days(table))
+    scored = kernel.detect(table, kernel.Decider(load_rules(), threshold))
     return {r["transaction_id"]: (r["score"], r["flagged"], r["reasons"], r["late"])
             for r in scored.select(["transaction_id", "score", "flagged", "reasons",
                                     "late"]).to_pylist()}

@@ -223,7 +223,7 @@ def test_schema_applies_once_and_rules_live_in_their_table(stored) -> None:
 def test_benford_reports_are_stored_and_read_newest_first(small_world: World, stored) -> None:
     from fraud_detection.store.tables import benford_row
     from fraud_detection.transforms.benford import BenfordReports, benford_test
-    from fraud_detection.transforms.ordered import at_event_time
+    from fraud_detection.transforms.parse import at_event_time
 
     settings, store = stored
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:

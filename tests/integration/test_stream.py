@@ -13,12 +13,10 @@ from kafka import KafkaConsumer
 
 from fraud_detection.beam_pipelines import stream
 from fraud_detection.io.kafka import KafkaSender, encode_record, ensure_topics
-from fraud_detection.io.parquet import read_transactions
 from fraud_detection.stack.runners import prism_args
 from fraud_detection.store import queries
 from fraud_detection.store.keyspace import connect
-from fraud_detection.transforms import columnar
-from fraud_detection.transforms.rules import load_rules
+from tests.integration.streaming import expected_outcomes
 from tests.integration.worlds import replay_world, stream_settings, write_entities
 
 pytestmark = pytest.mark.integration
@@ -79,12 +77,7 @@ def test_stream_stores_each_transaction_once_and_dead_letters_malformed(
     ids = [r.transaction_id for r in rows]
     assert len(ids) == len(set(ids)) == len(good)
     # Scored as the batch path scores the same world.
-    table = read_transactions(small_world.root)
-    batch = columnar.score_table(table, load_rules(), settings.fraud_threshold,
-                                 columnar.counterparty_days(table))
-    expected = {r["transaction_id"]: (r["score"], r["flagged"], r["reasons"], r["late"])
-                for r in batch.select(["transaction_id", "score", "flagged", "reasons",
-                                       "late"]).to_pylist()}
+    expected = expected_outcomes(small_world.root, settings.fraud_threshold)
     assert {r.transaction_id: (r.score, r.flagged, list(r.reasons or []), r.late)
             for r in rows} == expected
     letters = list(store.execute("SELECT raw, errors FROM dead_letters", fetch_size=5000))
