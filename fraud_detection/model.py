@@ -42,15 +42,29 @@ PARAMS = {"max_iter": 300, "learning_rate": 0.08, "max_leaf_nodes": 31,
           "l2_regularization": 1.0, "early_stopping": False}
 
 
+# Above this many legitimate rows, training takes a uniform sample of them, each weighted
+# by the inverse of its sampling rate: the trees see every fraud, the probabilities stay
+# calibrated to the real fraud rate, and 1M rows train in a fraction of the time.
+MAX_LEGIT_ROWS = 200_000
+
+
 def train(features: np.ndarray, labels: np.ndarray, seed: int = 0):
-    """A gradient-boosted tree model. Not re-weighted: its probabilities stay calibrated
-    to the real fraud rate, so a probability of 0.5 means what the threshold says."""
+    """A gradient-boosted tree model. Not re-weighted towards fraud: its probabilities
+    stay calibrated to the real fraud rate, so a probability of 0.5 means what the
+    threshold says."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     if labels.sum() == 0 or labels.sum() == len(labels):
         raise ModelError("training needs both fraud and legitimate transactions")
+    legit = np.flatnonzero(labels == 0)
+    weights = None
+    if len(legit) > MAX_LEGIT_ROWS:
+        sample = np.random.default_rng(seed).choice(legit, MAX_LEGIT_ROWS, replace=False)
+        rows = np.sort(np.concatenate([np.flatnonzero(labels != 0), sample]))
+        weights = np.where(labels[rows] == 0, len(legit) / MAX_LEGIT_ROWS, 1.0)
+        features, labels = features[rows], labels[rows]
     model = HistGradientBoostingClassifier(**PARAMS, random_state=seed)
-    model.fit(features, labels)
+    model.fit(features, labels, sample_weight=weights)
     return model
 
 
