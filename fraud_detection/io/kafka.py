@@ -97,6 +97,9 @@ UNBOUNDED = sys.maxsize
 EARLIEST, COMMITTED = "earliest", "committed"
 
 
+QUIET_ADVANCE_MS = 1_000
+
+
 @dataclass(frozen=True)
 class KafkaMessage:
     topic: str
@@ -278,8 +281,10 @@ class _ReadTopicFn(DoFn, RestrictionProvider):
             return None if min(holding) < 0 else min(holding)
         known = [n for n in idle if n >= 0]
         if self.read.idle_follows_clock:  # a quiet topic of live events: nothing older will come
-            known.append(int(time.time() * 1000))
-        return max(known) if known else None
+            return max([*known, int(time.time() * 1000)])
+        # Quiet everywhere: past the newest message too, or a consumer that waits for
+        # the watermark to pass a moment (detection's cells) would hold the last ones.
+        return max(known) + QUIET_ADVANCE_MS if known else None
 
     def process(self, topic: str, finalizer=_PROCESS_PARAMS["finalizer"],
                 tracker=_PROCESS_PARAMS["tracker"], watermark=_PROCESS_PARAMS["watermark"]):

@@ -1,0 +1,200 @@
+"""The processes of bench/stream_latency.py that must not share an interpreter with the
+bench itself: the paced sender and the reference consumer. Settings come from the
+FRAUD_* environment (tests.integration.streaming.settings_env).
+
+    python bench/latency_workers.py send WORLD --warmup W --count N --rate R [--tick-rate T]
+        the sender. Every message is one of the world's transactions (in event-time
+        order) stamped with its send time, as Kafka timestamp and event_time alike.
+        1. sends rows 0 .. W at once, prints {"phase": "warmup", "offsets": ...};
+        2. ticks until it reads "go" on stdin;
+        3. sends rows W .. W+N at R per second, prints {"phase": "timed", "sent",
+           "seconds", "rate", "behind_ms", "end_ms", "offsets"};
+        4. ticks until it reads "stop" (or stdin closes).
+        offsets: partition -> the offset after its last message of the phase. A tick is
+        one more transaction (from the rows after the timed ones) every 1/T s: the
+        pipeline releases a 100 ms cell once the watermark has passed it, and on a
+        quiet topic the watermark stops at the newest message, so without later traffic
+        the last cell of a burst would wait for ever.
+    python bench/latency_workers.py bare
+        the reference: a kafka-python consumer that writes each transaction's rows with
+        prepared async upserts, and commits its group's offsets once they are stored;
+        runs until SIGTERM
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+BARE_GROUP_ID = "bench-bare-consumer"
+
+
+def world_rows(world: Path, skip: int = 0, count: int | None = None) -> list[dict]:
+    """The world's transactions in event-time order, rows skip .. skip+count (or all)."""
+    from fraud_detection.io.parquet import read_transactions
+
+    rows = sorted(read_transactions(world).to_pylist(), key=lambda r: r["event_time"])
+    if count is None:
+        return rows[skip:]
+    if skip + count > len(rows):
+        raise SystemExit(f"the world has {len(rows)} transactions, {skip + count} wanted")
+    return rows[skip:skip + count]
+
+
+def stamp(row: dict, now_ms: int) -> dict:
+    """The row as a live event: its event time is its send time."""
+    return {**row, "event_time": dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)}
+
+
+class Sender:
+    def __init__(self, settings) -> None:
+        from fraud_detection.io.kafka import KafkaSender, encode_record
+
+        self.encode = encode_record
+        self.kafka = KafkaSender(settings)
+        self.topic = settings.topic_transactions
+        self.kafka.producer.partitions_for(self.topic)  # metadata before any clock starts
+
+    def send(self, row: dict) -> None:
+        now_ms = time.time_ns() // 1_000_000
+        self.kafka.send(self.topic, str(row["account_id"]), self.encode(stamp(row, now_ms)),
+                        now_ms)
+
+    def flush(self) -> dict[int, int]:
+        """Waits for every message sent since the last flush; partition -> offset after
+        the last of them."""
+        futures = list(self.kafka.pending)
+        self.kafka.flush(120)  # raises if the broker refused any
+        ends: dict[int, int] = {}
+        for future in futures:
+            meta = future.get(0)
+            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+        return ends
+
+    def tick(self, rows, rate: float, until: threading.Event) -> None:
+        while not until.wait(1 / rate):
+            self.send(next(rows))
+            self.flush()
+
+
+def send(settings, world: Path, warmup: int, count: int, rate: float,
+         tick_rate: float) -> None:
+    rows = world_rows(world)
+    if warmup + count >= len(rows):
+        raise SystemExit(f"the world has {len(rows)} transactions, more than "
+                         f"{warmup + count} wanted")
+    warm, timed = rows[:warmup], rows[warmup:warmup + count]
+    ticks = itertools.cycle(rows[warmup + count:])
+    go, stop = threading.Event(), threading.Event()
+
+    def control() -> None:
+        for line in sys.stdin:
+            (go if line.strip() == "go" else stop).set()
+        go.set()
+        stop.set()
+
+    threading.Thread(target=control, daemon=True).start()
+    sender = Sender(settings)
+
+    def report(record: dict) -> None:
+        print(json.dumps(record), flush=True)
+
+    for row in warm:
+        sender.send(row)
+    report({"phase": "warmup", "offsets": sender.flush()})
+    sender.tick(ticks, tick_rate, go)
+
+    behind = 0.0
+    started = time.monotonic()
+    for k, row in enumerate(timed):
+        delay = started + k / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            behind = max(behind, -delay)
+        sender.send(row)
+    # Paced sends are k/rate apart: n sends span (n - 1)/rate.
+    seconds = time.monotonic() - started
+    end_ms = time.time_ns() // 1_000_000
+    offsets = sender.flush()
+    report({"phase": "timed", "sent": len(timed), "seconds": seconds,
+            "rate": (len(timed) - 1) / seconds if len(timed) > 1 and seconds > 0 else 0.0,
+            "behind_ms": behind * 1000, "end_ms": end_ms, "offsets": offsets})
+    sender.tick(ticks, tick_rate, stop)
+    sender.kafka.close()
+
+
+def bare_consumer(settings) -> None:
+    """Poll, validate, write the same rows as the pipeline with async prepared upserts,
+    wait for them, commit the batch's offsets; until SIGTERM."""
+    from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
+
+    from fraud_detection.records import ScoredTransaction, validate_transaction
+    from fraud_detection.store.keyspace import connect
+    from fraud_detection.store.tables import STATEMENTS, scored_transaction_rows
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    store = connect(settings)
+    prepared = {t: store.prepare(cql) for t, cql in STATEMENTS.items()}
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                             group_id=BARE_GROUP_ID, enable_auto_commit=False,
+                             auto_offset_reset="earliest")
+    topic = settings.topic_transactions
+    partitions = [TopicPartition(topic, p)
+                  for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    print(f"bare consumer: reading {topic} ({len(partitions)} partitions)", flush=True)
+    try:
+        while not stop:
+            futures, offsets = [], {}
+            for tp, records in consumer.poll(timeout_ms=50).items():
+                for record in records:
+                    offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+                    tx, _ = validate_transaction(json.loads(record.value))
+                    if tx is None:
+                        continue
+                    for table, values in scored_transaction_rows(
+                            ScoredTransaction(tx, 0.0, False)):
+                        futures.append(store.session.execute_async(prepared[table], values))
+            for future in futures:
+                future.result()
+            if offsets:
+                consumer.commit(offsets)
+    finally:
+        consumer.close()
+        store.close()
+
+
+def main() -> None:
+    from fraud_detection.config import load_settings
+
+    parser = argparse.ArgumentParser(description="workers of bench/stream_latency.py")
+    commands = parser.add_subparsers(dest="command", required=True)
+    sending = commands.add_parser("send")
+    sending.add_argument("world", type=Path)
+    sending.add_argument("--warmup", type=int, required=True)
+    sending.add_argument("--count", type=int, required=True)
+    sending.add_argument("--rate", type=float, required=True)
+    sending.add_argument("--tick-rate", type=float, default=10.0)
+    commands.add_parser("bare")
+    args = parser.parse_args()
+    settings = load_settings()
+    if args.command == "send":
+        send(settings, args.world, args.warmup, args.count, args.rate, args.tick_rate)
+    else:
+        bare_consumer(settings)
+
+
+if __name__ == "__main__":
+    main()
