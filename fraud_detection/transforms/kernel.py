@@ -230,7 +230,7 @@ def encode_account(state: AccountState) -> bytes:
              state.hours.astype("<i4").tobytes(), state.counts.astype("<i4").tobytes(),
              state.amounts.astype("<i8").tobytes(), state.recent.astype("<i8").tobytes(),
              state.benford_counts.astype("<i4").tobytes(),
-             "\x1f".join(state.counterparties).encode()]
+             _pack_strings(state.counterparties)]
     return b"".join(parts)
 
 
@@ -250,14 +250,29 @@ def decode_account(blob: bytes) -> AccountState:
     hours, counts, amounts = take("<i4", nb), take("<i4", nb), take("<i8", nb)
     recent = take("<i8", nr)
     benford = take("<i4", 18).reshape(2, 9)
-    text = blob[at:].decode()
-    return AccountState(last, hours, counts, amounts, recent,
-                        text.split("\x1f") if nc else [], np.array([w0, w1]), benford)
+    return AccountState(last, hours, counts, amounts, recent, _unpack_strings(blob, at, nc),
+                        np.array([w0, w1]), benford)
+
+
+def _pack_strings(values: Sequence[str]) -> bytes:
+    """Lengths (uint32), then the UTF-8 bytes: any id survives, separators included."""
+    encoded = [v.encode() for v in values]
+    return np.array([len(e) for e in encoded], dtype="<u4").tobytes() + b"".join(encoded)
+
+
+def _unpack_strings(blob: bytes, at: int, n: int) -> list[str]:
+    lengths = np.frombuffer(blob, dtype="<u4", count=n, offset=at).tolist()
+    at += 4 * n
+    out = []
+    for length in lengths:
+        out.append(blob[at:at + length].decode())
+        at += length
+    return out
 
 
 # Counterparty ids of up to 64 bytes; a measured account at the bounds is this size.
 MAX_ACCOUNT_BYTES = _ACCOUNT_HEADER.size + MAX_HOURS * 16 + RECENT_AMOUNTS * 8 + 72 \
-    + MAX_COUNTERPARTIES * 65
+    + MAX_COUNTERPARTIES * 68
 
 
 def _first_digits(amount: np.ndarray) -> np.ndarray:
@@ -527,7 +542,7 @@ def _account_states(ids: Sequence[str], code: np.ndarray, t: np.ndarray, hour: n
 # --- counterparty state, risk and the decision ------------------------------------------
 
 COUNTERPARTY_STATE_VERSION = 1
-_COUNTERPARTY_HEADER = struct.Struct("<BqHH")
+_COUNTERPARTY_HEADER = struct.Struct("<BqII")
 
 
 @dataclass
@@ -549,7 +564,7 @@ def encode_counterparty(state: CounterpartyState) -> bytes:
                                   len(state.days), len(state.labelled)),
         state.days.astype("<i4").tobytes(), state.counts.astype("<i4").tobytes(),
         state.frauds.astype("<i4").tobytes(), state.labelled_days.astype("<i4").tobytes(),
-        "\x1f".join(state.labelled).encode()])
+        _pack_strings(state.labelled)])
 
 
 def decode_counterparty(blob: bytes) -> CounterpartyState:
@@ -562,9 +577,8 @@ def decode_counterparty(blob: bytes) -> CounterpartyState:
                             for i in range(3))
     at += 12 * nd
     labelled_days = np.frombuffer(blob, "<i4", nl, at).astype(np.int64)
-    text = blob[at + 4 * nl:].decode()
-    return CounterpartyState(last, days, counts, frauds, text.split("\x1f") if nl else [],
-                             labelled_days)
+    return CounterpartyState(last, days, counts, frauds,
+                             _unpack_strings(blob, at + 4 * nl, nl), labelled_days)
 
 
 def risky(table: pa.Table) -> np.ndarray:
@@ -827,7 +841,8 @@ def model_matrix(table: pa.Table, features: Mapping[str, np.ndarray]) -> np.ndar
     amount, _ = _int_column(table, "amount_cents")
     tx_type, cp_type = _strings(table, "tx_type"), _strings(table, "counterparty_type")
     columns = [features[name].astype(np.float64) for name in FEATURE_NAMES]
-    columns.append(np.log1p(amount.astype(np.float64)))
+    # math.log1p, not numpy's: the same bits on every machine's CPU.
+    columns.append(np.array([math.log1p(a) for a in amount.tolist()]))
     columns.append((t // HOUR_MICROS % 24).astype(np.float64))
     columns.extend((tx_type == kind).astype(np.float64) for kind in TX_TYPES)
     columns.extend((cp_type == kind).astype(np.float64) for kind in COUNTERPARTY_TYPES)
@@ -966,6 +981,3 @@ def on_days(table: pa.Table, first_day: int, last_day: int) -> pa.Array:
     day = micros(table) // DAY_MICROS
     return pa.array((day >= first_day) & (day <= last_day))
 
-
-def log_amount(amount_cents: int) -> float:
-    return math.log1p(amount_cents)

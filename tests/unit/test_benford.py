@@ -61,8 +61,9 @@ def test_reports_per_bank_and_account_per_window():
 
 
 def test_an_account_that_broke_benford_last_window_carries_the_verdict():
+    from fraud_detection.transforms import kernel
     from fraud_detection.transforms.benford import MIN_SAMPLE, window_index
-    from fraud_detection.transforms.features import BENFORD_WINDOW_DAYS, AccountHistory
+    from fraud_detection.transforms.kernel import BENFORD_WINDOW_DAYS
 
     rng = np.random.default_rng(3)
     start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -70,19 +71,29 @@ def test_an_account_that_broke_benford_last_window_carries_the_verdict():
         (window_index(start.timestamp(), BENFORD_WINDOW_DAYS) + 1) * BENFORD_WINDOW_DAYS * 86_400,
         dt.UTC)
 
-    def history_with(amounts) -> AccountHistory:
-        history = AccountHistory()
+    def history_with(amounts) -> list[Transaction]:
+        history = []
         for i, amount in enumerate(amounts):
             moment = start + dt.timedelta(minutes=i)
             assert moment < window_end
-            history.observe(Transaction(f"t{i}", moment, "b", "u", "a", "m", "merchant",
-                                        "PAYMENT", int(amount), "EUR"))
+            history.append(Transaction(f"t{i}", moment, "b", "u", "a", "m", "merchant",
+                                       "PAYMENT", int(amount), "EUR"))
         return history
 
-    def next_window_flag(history: AccountHistory) -> bool:
+    def next_window_flag(history: list[Transaction]) -> bool:
         later = Transaction("next", window_end + dt.timedelta(days=1), "b", "u", "a", "m",
                             "merchant", "PAYMENT", 1234, "EUR")
-        return history.features(later).benford_nonconforming
+        # The account's state after its history, then the next window's transaction...
+        _, states = kernel.account_step(kernel.table_of(history), None)
+        featured, _ = kernel.account_step(kernel.table_of([later]), states)
+        (carried,) = featured["benford_nonconforming"].to_pylist()
+        # ...or all of it in one batch: the same verdict.
+        whole, _ = kernel.account_step(kernel.table_of([*history, later]), None)
+        flags = dict(zip(whole["transaction_id"].to_pylist(),
+                         whole["benford_nonconforming"].to_pylist(), strict=True))
+        assert flags["next"] == carried
+        assert not any(flag for tx_id, flag in flags.items() if tx_id != "next")  # same window
+        return carried
 
     conforming = np.rint(10 ** rng.uniform(2, 6, MIN_SAMPLE + 50))
     invented = rng.integers(900_000, 999_999, MIN_SAMPLE + 50)  # every amount starts with 9
@@ -91,3 +102,4 @@ def test_an_account_that_broke_benford_last_window_carries_the_verdict():
     assert not next_window_flag(history_with(invented[:MIN_SAMPLE - 1]))  # too few to judge
     # The same amounts through BenfordReports give the same verdict for that window.
     assert benford_test(invented).level == "nonconformity"
+    assert benford_test(conforming).level != "nonconformity"

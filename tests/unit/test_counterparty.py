@@ -1,15 +1,16 @@
+"""Counterparty risk from delayed labels: kernel.counterparty_risk / counterparty_step,
+and DetectFraud with analysts' labels on Beam."""
+
 import datetime as dt
 
 import apache_beam as beam
-from apache_beam.testing.util import assert_that
+import pyarrow as pa
 
-from fraud_detection.records import Transaction
-from fraud_detection.transforms.counterparty import (
-    MIN_TRANSACTIONS,
-    CounterpartyHistory,
-    LabelEvent,
-)
-from fraud_detection.transforms.detect import FeatureTransactions
+from fraud_detection.records import LabelEvent, Transaction
+from fraud_detection.transforms import kernel
+from fraud_detection.transforms.detect import DetectFraud
+from fraud_detection.transforms.kernel import MIN_TRANSACTIONS
+from tests.unit.kernel_rows import collect, featured_rows, table_rows
 
 T0 = dt.datetime(2024, 3, 1, 12, tzinfo=dt.UTC)
 
@@ -18,58 +19,190 @@ def day(n: float) -> dt.datetime:
     return T0 + dt.timedelta(days=n)
 
 
+_count = iter(range(10**9))
+
+
+def tx(when: dt.datetime, label: str | None, merchant: str = "m-1",
+       cp_type: str = "merchant") -> Transaction:
+    i = next(_count)
+    return Transaction(f"t-{i:06d}", when, "b", f"u-{i % 7}", f"a-{i % 7}", merchant, cp_type,
+                       "PAYMENT", 1000, "EUR", label=label)
+
+
+def _table(transactions) -> pa.Table:
+    return kernel.in_order(kernel.table_of(transactions), "counterparty_id")
+
+
+def _labels(events) -> pa.Table | None:
+    return kernel.labels_table(events) if events else None
+
+
+class Counterparty:
+    """History (and labels) fed to the kernel in batches, state carried; `risk(at)` is
+    what a transaction at `at` would see. Every answer is checked against one call over
+    the whole history plus that transaction, from empty state."""
+
+    def __init__(self, delay_days: int, window_days: int) -> None:
+        self.delay_days, self.window_days = delay_days, window_days
+        self.states: dict[str, bytes] = {}
+        self.history: list[Transaction] = []
+        self.events: list[LabelEvent] = []
+
+    def add(self, transactions=(), events=()) -> None:
+        transactions, events = list(transactions), list(events)
+        _, changed = kernel.counterparty_risk(
+            _table(transactions) if transactions else _table([]), _labels(events),
+            self.states, self.delay_days, self.window_days)
+        self.states.update(changed)
+        self.history += transactions
+        self.events += events
+
+    def risk(self, at: dt.datetime, merchant: str = "m-1") -> float:
+        probe = tx(at, None, merchant)
+        carried, _ = kernel.counterparty_risk(_table([probe]), None, self.states,
+                                              self.delay_days, self.window_days,
+                                              keep_state=False)
+        whole = _table([*self.history, probe])
+        at_once, _ = kernel.counterparty_risk(whole, _labels(self.events), None,
+                                              self.delay_days, self.window_days,
+                                              keep_state=False)
+        row = whole["transaction_id"].to_pylist().index(probe.transaction_id)
+        assert carried[0] == at_once[row], at
+        return float(carried[0])
+
+
 def test_labels_count_only_after_the_delay_and_within_the_window():
-    history = CounterpartyHistory(delay_days=7, window_days=14)
-    for i in range(20):
-        history.add_transaction(day(0), "compromised_merchant" if i < 5 else "legit")
+    history = Counterparty(delay_days=7, window_days=14)
+    history.add([tx(day(0), "compromised_merchant" if i < 5 else "legit") for i in range(20)])
     assert history.risk(day(0)) == 0.0
     assert history.risk(day(6)) == 0.0  # the frauds are not confirmed yet
     assert history.risk(day(7.5)) == 0.25
     assert history.risk(day(20)) == 0.25  # day 0 is still inside [day 6, day 20)
     assert history.risk(day(22)) == 0.0  # and now it has left the window
+    assert history.risk(day(7.5), merchant="m-2") == 0.0  # another counterparty's
 
 
 def test_too_few_transactions_say_nothing():
-    history = CounterpartyHistory(delay_days=1, window_days=7)
-    for _ in range(MIN_TRANSACTIONS - 1):
-        history.add_transaction(day(0), "card_testing")
+    history = Counterparty(delay_days=1, window_days=7)
+    history.add([tx(day(0), "card_testing") for _ in range(MIN_TRANSACTIONS - 1)])
     assert history.risk(day(2)) == 0.0
-    history.add_transaction(day(0), "legit")
+    history.add([tx(day(0), "legit")])
     assert history.risk(day(2)) == round((MIN_TRANSACTIONS - 1) / MIN_TRANSACTIONS, 6)
 
 
-def test_streaming_label_events_count_once_for_the_transaction_day():
-    history = CounterpartyHistory(delay_days=2, window_days=7)
-    for _ in range(10):
-        history.add_transaction(day(0), None)  # live transactions carry no label
-    event = LabelEvent("t-1", "m-1", day(0), "compromised_merchant", day(1))
-    history.add_label(event)
-    history.add_label(event)  # an analyst's verdict delivered twice
-    assert history.risk(day(3)) == 0.1
+def test_cash_counterparties_carry_no_risk():
+    rows = [tx(day(0), "card_testing", "atm", cp_type="cash") for _ in range(20)]
+    rows.append(tx(day(3), None, "atm", cp_type="cash"))
+    risk, states = kernel.counterparty_risk(_table(rows), None, None, 1, 7)
+    assert risk.tolist() == [0.0] * len(rows)
+    assert states == {}
+
+
+def test_a_label_event_counts_once_from_when_it_is_given():
+    history = Counterparty(delay_days=0, window_days=7)
+    live = [tx(day(0), None) for _ in range(10)]  # live transactions carry no label
+    history.add(live)
+    event = LabelEvent(live[0].transaction_id, "m-1", day(0), "compromised_merchant", day(1))
+    assert history.risk(day(1.1)) == 0.0
+    history.add(events=[event, event])  # an analyst's verdict delivered twice
+    assert history.risk(day(1.1)) == 0.1
+    # In one batch, only transactions at or after the verdict see it.
+    before, after = tx(day(0.6), None), tx(day(1.1), None)
+    both = _table([*live, before, after])
+    risk, _ = kernel.counterparty_risk(both, _labels([event, event]), None, 0, 7)
+    ids = both["transaction_id"].to_pylist()
+    assert (risk[ids.index(before.transaction_id)], risk[ids.index(after.transaction_id)]) \
+        == (0.0, 0.1)  # both on the day after day 0, so both look at its 10
+    history.add(events=[event])  # and once more, in a later batch
+    assert history.risk(day(1.1)) == 0.1
+    state = kernel.decode_counterparty(history.states["m-1"])
+    assert state.labelled == [live[0].transaction_id]
+    # A verdict of legit, or one on another counterparty's transaction, adds nothing.
+    history.add(events=[LabelEvent(live[1].transaction_id, "m-1", day(0), "legit", day(1)),
+                        LabelEvent("t-other", "m-2", day(0), "card_testing", day(1))])
+    assert history.risk(day(1.1)) == 0.1
+
+
+def test_a_label_reaches_risk_only_after_the_delay_and_within_the_window():
+    history = Counterparty(delay_days=7, window_days=14)
+    live = [tx(day(0), None) for _ in range(10)]
+    history.add(live)
+    history.add(events=[LabelEvent(live[0].transaction_id, "m-1", day(0), "card_testing",
+                                   day(1))])
+    assert history.risk(day(6)) == 0.0
+    assert history.risk(day(7.5)) == 0.1
+    assert history.risk(day(22)) == 0.0
+    # A verdict on a transaction already out of the window never counts.
+    late_verdict = Counterparty(delay_days=7, window_days=14)
+    late_verdict.add(live)
+    late_verdict.add(events=[LabelEvent(live[0].transaction_id, "m-1", day(0), "card_testing",
+                                        day(30))])
+    assert late_verdict.risk(day(30)) == 0.0
 
 
 def test_state_is_pruned_to_the_delay_plus_the_window():
-    history = CounterpartyHistory(delay_days=7, window_days=28)
+    history = Counterparty(delay_days=7, window_days=28)
     for n in range(200):
-        history.add_transaction(day(n), "legit")
-    assert len(history.days) <= 7 + 28 + 1
+        history.add([tx(day(n), "legit")])
+    state = kernel.decode_counterparty(history.states["m-1"])
+    assert len(state.days) <= 7 + 28 + 1
+    assert state.counts.tolist() == [1] * len(state.days)
+    # Still counting the last 28 days ending 7 days back.
+    assert history.risk(day(200)) == 0.0
+    _, at_once = kernel.counterparty_risk(_table(history.history), None, None, 7, 28)
+    assert len(kernel.decode_counterparty(at_once["m-1"]).days) <= 7 + 28 + 1
 
 
-def test_pipeline_gives_a_compromised_merchant_a_risk_after_the_delay():
-    def tx(i: int, when: dt.datetime, merchant: str, label: str) -> Transaction:
-        return Transaction(f"t-{i:04d}", when, "b", f"u-{i % 7}", f"a-{i % 7}", merchant,
-                           "merchant", "PAYMENT", 1000, "EUR", label=label)
+def _pipeline_tx(i: int, when: dt.datetime, merchant: str, label: str | None) -> Transaction:
+    return Transaction(f"t-{i:04d}", when, "b", f"u-{i % 7}", f"a-{i % 7}", merchant,
+                       "merchant", "PAYMENT", 1000, "EUR", label=label)
 
-    txs = [tx(i, day(i / 10), "m-bad" if i % 2 else "m-good",
-              "compromised_merchant" if i % 2 and i < 100 else "legit") for i in range(300)]
 
-    def check(featured):
-        risk = {(f.transaction.counterparty_id, f.transaction.event_time.date()):
-                f.features.counterparty_risk for f in featured}
-        assert risk[("m-bad", day(2).date())] == 0.0  # nothing confirmed yet
-        assert risk[("m-bad", day(12).date())] > 0.5
-        assert max(r for (m, _), r in risk.items() if m == "m-good") == 0.0
+def test_pipeline_gives_a_compromised_merchant_a_risk_after_the_delay(tmp_path):
+    txs = [_pipeline_tx(i, day(i / 10), "m-bad" if i % 2 else "m-good",
+                        "compromised_merchant" if i % 2 and i < 100 else "legit")
+           for i in range(300)]
+    tables = collect(lambda p: p | beam.Create(txs)
+                     | DetectFraud([], features_only=True, delay_days=7, window_days=28),
+                     tmp_path / "out")
+    rows = table_rows(tables)
+    assert set(rows) == {t.transaction_id for t in txs}
+    by_day: dict[tuple, set[float]] = {}
+    for t in txs:
+        by_day.setdefault((t.counterparty_id, t.event_time.date()), set()).add(
+            rows[t.transaction_id]["counterparty_risk"])
+    assert by_day[("m-bad", day(2).date())] == {0.0}  # nothing confirmed yet
+    assert min(by_day[("m-bad", day(12).date())]) > 0.5
+    assert max(max(v) for (m, _), v in by_day.items() if m == "m-good") == 0.0
 
-    with beam.Pipeline("FnApiRunner") as p:
-        featured = p | beam.Create(txs) | FeatureTransactions(delay_days=7, window_days=28)
-        assert_that(featured | beam.combiners.ToList(), lambda lists: check(lists[0]))
+
+def test_detect_fraud_with_a_labels_collection_moves_risk_as_the_kernel_does(tmp_path):
+    # Live transactions (no labels) at two merchants; analysts confirm frauds at one.
+    txs = [_pipeline_tx(i, day(i / 10), "m-bad" if i % 2 else "m-good", None)
+           for i in range(300)]
+    events = [LabelEvent(t.transaction_id, t.counterparty_id, t.event_time,
+                         "compromised_merchant", t.event_time + dt.timedelta(days=2))
+              for t in txs[:120] if t.counterparty_id == "m-bad" and int(t.transaction_id[2:]) % 3]
+    events.append(events[0])  # delivered twice
+    events.append(LabelEvent(txs[0].transaction_id, "m-good", txs[0].event_time, "legit",
+                             txs[0].event_time + dt.timedelta(days=1)))
+
+    def run(name, labels):
+        tables = collect(lambda p: p | "Transactions" >> beam.Create(txs)
+                         | DetectFraud([], features_only=True, delay_days=3, window_days=14,
+                                       labels=labels(p)),
+                         tmp_path / name)
+        return {k: r["counterparty_risk"] for k, r in table_rows(tables).items()}
+
+    with_labels = run("labelled", lambda p: p | "Labels" >> beam.Create(events))
+    without = run("unlabelled", lambda p: None)
+    table = kernel.table_of(txs)
+    kernel_with = featured_rows(table, kernel.labels_table(events), 3, 14)
+    kernel_without = featured_rows(table, None, 3, 14)
+    assert with_labels == {k: r["counterparty_risk"] for k, r in kernel_with.items()}
+    assert without == {k: r["counterparty_risk"] for k, r in kernel_without.items()}
+    assert set(without.values()) == {0.0}
+    moved = {k for k in with_labels if with_labels[k] != without[k]}
+    assert moved and all(k in {t.transaction_id for t in txs if t.counterparty_id == "m-bad"}
+                         for k in moved)
+    assert max(with_labels.values()) > 0.3

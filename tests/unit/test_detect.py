@@ -1,3 +1,4 @@
+import datetime as dt
 from collections import Counter
 from pathlib import Path
 
@@ -6,17 +7,31 @@ from apache_beam.testing.util import assert_that
 
 from fraud_detection.io.parquet import read_transactions
 from fraud_detection.records import Transaction
+from fraud_detection.transforms import kernel
 from fraud_detection.transforms.detect import DetectFraud
-from fraud_detection.transforms.rules import load_rules
-from fraud_detection.transforms.score import combine
+from fraud_detection.transforms.rules import load_rules, parse_rules
 
 SAMPLE = Path(__file__).parents[2] / "data" / "sample"
 
 
-def test_combine_is_a_noisy_or():
-    assert combine([]) == 0.0
-    assert combine([0.5, 0.5]) == 0.75
-    assert combine([1.0, 0.1]) == 1.0
+def test_rule_weights_combine_as_a_noisy_or():
+    tx = Transaction("t-1", dt.datetime(2024, 1, 1, tzinfo=dt.UTC), "b", "u", "a", "m",
+                     "merchant", "PAYMENT", 1000, "EUR")
+
+    def score(*weights: float) -> float:
+        rules = parse_rules({"rules": [
+            {"id": f"r{i}", "weight": w, "when": {"field": "amount_cents", "op": ">",
+                                                  "value": 0}}
+            for i, w in enumerate(weights)]})
+        (value,) = kernel.detect(kernel.table_of([tx]), kernel.Decider(rules))["score"] \
+            .to_pylist()
+        return value
+
+    assert score() == 0.0
+    assert score(0.5, 0.5) == 0.75
+    assert score(1.0, 0.1) == 1.0
+    assert score(0.3) == 0.3
+    assert score(0.1, 0.2, 0.3) == round(1 - 0.9 * 0.8 * 0.7, 6)
 
 
 def test_default_rules_catch_scenarios_more_than_legit_traffic():

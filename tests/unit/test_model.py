@@ -1,50 +1,44 @@
-import dataclasses
 import json
-import pickle
 from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
 import pytest
-from apache_beam.testing.util import assert_that
 
 from fraud_detection import model
 from fraud_detection.evaluation import precision_at_k_per_day
 from fraud_detection.io.parquet import read_transactions
-from fraud_detection.records import LEGIT, Transaction
-from fraud_detection.transforms.detect import DetectFraud, FeatureTransactions
+from fraud_detection.records import COUNTERPARTY_TYPES, LEGIT, TX_TYPES, Transaction
+from fraud_detection.transforms import kernel
+from fraud_detection.transforms.detect import DetectFraud
 from fraud_detection.transforms.rules import load_rules
-from fraud_detection.transforms.score import decide
+from tests.unit.kernel_rows import collect, expected_decision, featured_rows
 
 SAMPLE = Path(__file__).parents[2] / "data" / "sample"
 
 
 @pytest.fixture(scope="module")
-def sample() -> list[Transaction]:
-    rows = read_transactions(SAMPLE).to_pylist()
-    return [Transaction(**r) for r in rows if r["event_time"].day <= 10]
-
-
-def _dump(items: list, path: str) -> None:
-    Path(path).write_bytes(pickle.dumps(items))
+def table():
+    sample = read_transactions(SAMPLE)
+    return sample.filter(np.array([t.day <= 10 for t in sample["event_time"].to_pylist()]))
 
 
 @pytest.fixture(scope="module")
-def featured(sample, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("featured") / "featured.pickle")
-    with beam.Pipeline("FnApiRunner") as p:
-        _ = (p | beam.Create(sample) | FeatureTransactions()
-             | beam.combiners.ToList() | beam.Map(_dump, out))
-    return sorted(pickle.loads(Path(out).read_bytes()),
-                  key=lambda f: f.transaction.transaction_id)
+def training(table):
+    """The training table: detection's own features, as `features` exports them."""
+    out = kernel.detect(table, kernel.Decider(load_rules()), features_only=True)
+    return out.sort_by("transaction_id")
+
+
+def _matrix(training) -> np.ndarray:
+    return np.column_stack([training[name].to_numpy() for name in model.MODEL_FEATURES])
 
 
 @pytest.fixture(scope="module")
-def model_dir(featured, tmp_path_factory) -> Path:
-    vectors = np.stack([model.model_vector(f) for f in featured])
-    fraud = np.array([f.transaction.label != LEGIT for f in featured], dtype=int)
+def model_dir(training, tmp_path_factory) -> Path:
+    fraud = np.array([label != LEGIT for label in training["label"].to_pylist()], dtype=int)
     folder = tmp_path_factory.mktemp("model")
-    model.save(model.train(vectors, fraud), folder, len(fraud), int(fraud.sum()))
+    model.save(model.train(_matrix(training), fraud), folder, len(fraud), int(fraud.sum()))
     return folder
 
 
@@ -65,28 +59,37 @@ def test_a_model_trained_on_other_features_is_refused(model_dir: Path, tmp_path:
         model.load_info(tmp_path / "missing")
 
 
-def test_detect_fraud_scores_with_the_model_through_run_inference(
-        sample, featured, model_dir: Path) -> None:
+def test_detect_fraud_scores_with_the_model(table, training, model_dir: Path,
+                                           tmp_path: Path) -> None:
     rules = load_rules()
     trained, info = model.load(model_dir)
+    probabilities = dict(zip(training["transaction_id"].to_pylist(),
+                             trained.predict_proba(_matrix(training))[:, 1].tolist(),
+                             strict=True))
+    rows = featured_rows(table)
     expected = {}
-    for f in featured:
-        probability = float(trained.predict_proba(model.model_vector(f)[None, :])[0, 1])
-        expected[f.transaction.transaction_id] = decide(f, rules, 0.5, probability,
-                                                        info.version)
-
-    def check(scored):
-        assert len(scored) == len(sample)
-        for s in scored:
-            want = expected[s.transaction.transaction_id]
-            assert s.model_version == info.version
-            assert s.score == pytest.approx(want.score, abs=1e-9)
-            assert s.reasons == want.reasons
-            assert any(r.startswith(f"model {info.version}") for r in s.reasons)
-
-    with beam.Pipeline("FnApiRunner") as p:
-        scored = p | beam.Create(sample) | DetectFraud(rules, 0.5, model_dir=model_dir)
-        assert_that(scored | beam.combiners.ToList(), lambda lists: check(lists[0]))
+    for tx_id, row in rows.items():
+        values = {k: row[k] for k in (*kernel.TRANSACTION_SCHEMA.names, *kernel.FEATURE_NAMES)}
+        expected[tx_id] = expected_decision(values, rules, 0.5, probabilities[tx_id],
+                                            info.version)
+    transactions = [Transaction(**r) for r in table.to_pylist()]
+    scored = collect(lambda p: p | beam.Create(transactions)
+                     | DetectFraud(rules, 0.5, model_dir=model_dir), tmp_path / "scored")
+    assert len(scored) == len(transactions)
+    assert {s.transaction.transaction_id for s in scored} == set(expected)
+    for s in scored:
+        score, flagged, reasons = expected[s.transaction.transaction_id]
+        assert s.model_version == info.version
+        assert s.score == pytest.approx(score, abs=1e-9)
+        assert (s.flagged, s.reasons) == (flagged, reasons)
+        assert any(r.startswith(f"model {info.version}") for r in s.reasons)
+    # Without the model, rules alone: other scores.
+    rules_only = kernel.detect(table, kernel.Decider(rules, 0.5))
+    assert not any(r.startswith("model ") for rs in rules_only["reasons"].to_pylist()
+                   for r in rs)
+    with_model = {s.transaction.transaction_id: s.score for s in scored}
+    assert any(with_model[t] != s for t, s in zip(rules_only["transaction_id"].to_pylist(),
+                                                  rules_only["score"].to_pylist(), strict=True))
 
 
 def test_precision_at_k_counts_each_caught_account_once() -> None:
@@ -98,9 +101,21 @@ def test_precision_at_k_counts_each_caught_account_once() -> None:
     assert precision_at_k_per_day(days, accounts, scores, fraud, k=2) == 0.5
 
 
-def test_features_reach_the_model_vector_in_order(featured) -> None:
-    f = featured[0]
-    vector = model.model_vector(dataclasses.replace(
-        f, features=dataclasses.replace(f.features, counterparty_risk=0.25)))
-    assert len(vector) == len(model.MODEL_FEATURES)
-    assert vector[model.MODEL_FEATURES.index("counterparty_risk")] == 0.25
+def test_features_reach_the_model_matrix_in_order(table) -> None:
+    featured, _ = kernel.account_step(table.slice(0, 40), None, keep_state=False)
+    features = kernel.features_of(featured)
+    features["counterparty_risk"] = np.full(featured.num_rows, 0.25)
+    matrix = kernel.model_matrix(featured, features)
+    assert matrix.shape == (40, len(model.MODEL_FEATURES))
+    column = {name: matrix[:, i] for i, name in enumerate(model.MODEL_FEATURES)}
+    assert (column["counterparty_risk"] == 0.25).all()
+    for name in kernel.FEATURE_NAMES[:-1]:
+        assert column[name].tolist() == [float(v) for v in featured[name].to_pylist()], name
+    assert column["hour"].tolist() == [t.hour for t in featured["event_time"].to_pylist()]
+    for i, (kind, cp_kind) in enumerate(zip(featured["tx_type"].to_pylist(),
+                                            featured["counterparty_type"].to_pylist(),
+                                            strict=True)):
+        assert [column[f"tx_type_{t}"][i] for t in TX_TYPES] == \
+            [float(t == kind) for t in TX_TYPES]
+        assert [column[f"counterparty_type_{t}"][i] for t in COUNTERPARTY_TYPES] == \
+            [float(t == cp_kind) for t in COUNTERPARTY_TYPES]

@@ -55,15 +55,15 @@ def test_missing_or_wrongly_typed_fields_do_not_fire():
     assert evaluate(rules, {"x": "text"}) == []
 
 
-def test_a_rule_change_takes_effect_on_the_next_bundle(tmp_path):
+def test_a_rule_change_takes_effect_on_the_next_batch(tmp_path):
     import datetime as dt
 
     import yaml
 
     from fraud_detection.io.rules_file import FileRules
     from fraud_detection.records import Transaction
-    from fraud_detection.transforms.detect import _DecideFn
-    from fraud_detection.transforms.features import AccountHistory, FeaturedTransaction
+    from fraud_detection.transforms import kernel
+    from fraud_detection.transforms.detect import _Step
 
     path = tmp_path / "rules.yaml"
 
@@ -74,17 +74,20 @@ def test_a_rule_change_takes_effect_on_the_next_bundle(tmp_path):
 
     tx = Transaction("t-1", dt.datetime(2024, 1, 1, tzinfo=dt.UTC), "b", "u", "a", "m",
                      "merchant", "PAYMENT", 50_000, "EUR")
-    featured = FeaturedTransaction(tx, AccountHistory().features(tx), False)
+    featured, _ = kernel.account_step(kernel.table_of([tx]), None, keep_state=False)
     write(100_000)
-    decide_fn = _DecideFn(FileRules(path, refresh_seconds=0), 0.5, "")
-    decide_fn.setup()
+    # The counterparty step as DetectFraud runs it: rules from the source at each batch.
+    step = _Step(False, FileRules(path, refresh_seconds=0), 0.5, None, kernel.DELAY_DAYS,
+                 kernel.WINDOW_DAYS, False)
+    step.setup()
 
     def flagged() -> bool:
-        decide_fn.start_bundle()
-        return next(iter(decide_fn.process((featured, None)))).flagged
+        scored, _ = step.run(featured, None, None, keep_state=False)
+        (flag,) = scored["flagged"].to_pylist()
+        return flag
 
     assert not flagged()
-    write(10_000)  # lowered while running: the next bundle sees it
+    write(10_000)  # lowered while running: the next batch sees it
     assert flagged()
     write(10_000, paused=True)
     assert not flagged()
