@@ -5,7 +5,7 @@ kernel.counterparty_step, with analysts' labels -> scored transactions.
 
 Bounded input: each shard's whole history goes through a step at once, from empty
 state. Unbounded input: each shard buffers what arrives, keeps one event-time timer at
-the end of its earliest buffered cell, and when it fires sends everything the watermark
+the end of its latest buffered cell, and when it fires sends everything the watermark
 has passed through the step as one batch, carrying the shard's state between firings.
 """
 
@@ -40,7 +40,7 @@ from fraud_detection.transforms.rules import Rule, RulesCache, RulesSource, Stat
 # Each step pays a fixed numpy cost per call, so few large shards beat many small ones;
 # a few per worker keeps every worker busy.
 DEFAULT_SHARDS = 4
-# Streaming: a shard's timer waits for the end of the earliest buffered cell of this
+# Streaming: a shard's timer waits for the end of the latest buffered cell of this
 # many milliseconds of event time, so one firing takes many transactions.
 DEFAULT_CELL_MS = 100
 _LABELS, _ROWS = b"L", b"R"
@@ -203,8 +203,9 @@ def _count(fn, out: pa.Table, step: _Step) -> None:
 
 
 class _StreamingShardFn(beam.DoFn):
-    """Unbounded input: a shard's tables buffered by event time, one timer per shard,
-    and the shard's state carried between firings.
+    """Unbounded input: a shard's tables buffered by event time, one timer per shard at
+    the end of the latest cell buffered when it was set, and the shard's state carried
+    between firings. A firing takes everything before its time, sorted.
 
     State is a log: each firing appends the new states of the ids it touched, and the
     log is rewritten whole once it holds twice what the shard's state does, so a firing
@@ -234,13 +235,16 @@ class _StreamingShardFn(beam.DoFn):
                 meta=beam.DoFn.StateParam(META), flush=beam.DoFn.TimerParam(FLUSH)):
         _, table = element
         kind = _LABELS if "labelled_at" in table.column_names else _ROWS
-        earliest = int(kernel.micros(table, _time_column(table)).min())
-        buffer.add((Timestamp(micros=earliest), kind + to_ipc(table)))
-        current = meta.read() or (0, 0, 0, None)
-        due = self._cell_end(earliest)
-        if current[3] is None or due < current[3]:
+        times = kernel.micros(table, _time_column(table))
+        buffer.add((Timestamp(micros=int(times.min())), kind + to_ipc(table)))
+        generation, log_bytes, full_bytes, due, latest = meta.read() or (0, 0, 0, None, 0)
+        latest = max(latest, int(times.max()))
+        if due is None:
+            # The end of the latest cell buffered: one firing then takes all of it, however
+            # sparse its event times (a replay of old history has one event per cell).
+            due = self._cell_end(latest)
             flush.set(due)
-            meta.write((*current[:3], due))
+        meta.write((generation, log_bytes, full_bytes, due, latest))
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, fired_at=beam.DoFn.TimestampParam,
@@ -259,18 +263,16 @@ class _StreamingShardFn(beam.DoFn):
         for kind, rest in later:  # what the watermark has not passed yet waits
             earliest = int(kernel.micros(rest, _time_column(rest)).min())
             buffer.add((Timestamp(micros=earliest), kind + to_ipc(rest)))
-        following = [int(kernel.micros(rest, _time_column(rest)).min()) for _, rest in later]
-        upcoming = next(iter(buffer.read_range(fired_at, MAX_TIMESTAMP)), None)
-        if upcoming is not None:
-            following.append(upcoming[0].micros)
-        generation, log_bytes, full_bytes, _ = meta.read() or (0, 0, 0, None)
-        due = self._cell_end(min(following)) if following else None
+        waiting = bool(later) or next(iter(buffer.read_range(fired_at, MAX_TIMESTAMP)),
+                                      None) is not None
+        generation, log_bytes, full_bytes, _, latest = meta.read() or (0, 0, 0, None, 0)
+        due = self._cell_end(latest) if waiting else None
         if due is not None:
             flush.set(due)
         rows = [t for t in rows if t.num_rows]
         labels = [t for t in labels if t.num_rows]
         if not rows and not labels:
-            meta.write((generation, log_bytes, full_bytes, due))
+            meta.write((generation, log_bytes, full_bytes, due, latest))
             return
         self.firings.inc()
         schema = kernel.FEATURED_SCHEMA if not self.step.accounts else None
@@ -293,7 +295,7 @@ class _StreamingShardFn(beam.DoFn):
             log.add(delta)
         generation += 1
         self.states[key] = (generation, states)
-        meta.write((generation, log_bytes, full_bytes, due))
+        meta.write((generation, log_bytes, full_bytes, due, latest))
         _count(self, out, self.step)
         if out.num_rows:
             yield TimestampedValue(out, Timestamp(micros=int(kernel.micros(out).min())))
