@@ -168,7 +168,6 @@ class _WholeShardFn(beam.DoFn):
         _, grouped = element
         if self.step.accounts:
             rows, labels = _concat(list(grouped), kernel.TRANSACTION_SCHEMA), None
-            rows = rows if rows.num_rows else kernel.with_positions(rows)
         else:
             rows = _concat(list(grouped["rows"]), kernel.FEATURED_SCHEMA)
             labels = _concat(list(grouped["labels"]), kernel.LABEL_SCHEMA)

@@ -585,9 +585,9 @@ def risky(table: pa.Table) -> np.ndarray:
     return ~np.isin(_strings(table, "counterparty_type"), list(NO_RISK_TYPES))
 
 
-def _is_fraud(labels: np.ndarray) -> np.ndarray:
-    return np.array([label is not None and label != LEGIT for label in labels.tolist()],
-                    dtype=bool)
+def _is_fraud(table: pa.Table, name: str = "label") -> np.ndarray:
+    labels = table[name].combine_chunks()
+    return pc.fill_null(pc.not_equal(labels, LEGIT), False).to_numpy(zero_copy_only=False)
 
 
 def _slices(codes: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
@@ -628,10 +628,10 @@ def counterparty_risk(table: pa.Table, labels: pa.Table | None,
         pair = (int(label_code[i]), label_ids[i])
         fresh[i] = pair not in seen
         seen.add(pair)
-    label_fraud = fresh & _is_fraud(_strings(labels, "label"))
+    label_fraud = fresh & _is_fraud(labels)
 
     # Per (counterparty, day): transactions and frauds, of the state and of the batch.
-    row_fraud = _is_fraud(_strings(table, "label"))
+    row_fraud = _is_fraud(table)
     day_code = np.concatenate([code[counted], *(np.full(len(s.days), c, np.int64)
                                                 for c, s in decoded.items())])
     day_day = np.concatenate([day[counted], *(s.days for s in decoded.values())])
