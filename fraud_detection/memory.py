@@ -1,0 +1,46 @@
+"""Keep freed memory in the process instead of handing it back to the OS.
+
+Detection allocates and frees large Arrow and numpy buffers on every step. glibc maps
+each buffer over 128 KB afresh and unmaps it when freed, and mimalloc purges freed pages,
+so the next step page-faults the same memory in again: on this project's 2-core VMs
+first touch costs about 2 ms per MB, more than the step's own work on it. Glibc with a
+high mmap threshold and no trimming keeps the pages, and Arrow allocates through it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's ceiling on 64-bit
+_kept = False
+
+
+def keep_freed_memory() -> bool:
+    """Once per process; False where the C library is not glibc (nothing changes)."""
+    global _kept
+    if _kept:
+        return True
+    import pyarrow as pa
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None:
+        return False
+    ok = all(mallopt(option, value) == 1 for option, value in (
+        (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX),
+        (_M_TRIM_THRESHOLD, (1 << 31) - 1),
+        (_M_TOP_PAD, 1 << 30)))
+    if not ok:
+        logging.getLogger(__name__).warning("mallopt refused a setting; memory is returned "
+                                            "to the OS as usual")
+        return False
+    pa.set_memory_pool(pa.system_memory_pool())
+    _kept = True
+    return True
