@@ -70,9 +70,6 @@ class ArrowTableCoder(beam.coders.Coder):
     def decode(self, encoded: bytes) -> pa.Table:
         return from_ipc(encoded)
 
-    def is_deterministic(self) -> bool:
-        return False
-
     def to_type_hint(self):
         return pa.Table
 
@@ -81,8 +78,12 @@ beam.coders.registry.register_coder(pa.Table, ArrowTableCoder)
 _ShardTable = beam.typehints.Tuple[int, pa.Table]
 
 
+def _is_labels(table: pa.Table) -> bool:
+    return "labelled_at" in table.column_names
+
+
 def _time_column(table: pa.Table) -> str:
-    return "labelled_at" if "labelled_at" in table.column_names else "event_time"
+    return "labelled_at" if _is_labels(table) else "event_time"
 
 
 @beam.typehints.with_output_types(_ShardTable)
@@ -104,7 +105,7 @@ class _ShardTablesFn(beam.DoFn):
 
     def process(self, element: Any) -> Iterator:
         if isinstance(element, pa.Table):
-            kind = "labels" if "labelled_at" in element.column_names else "rows"
+            kind = "labels" if _is_labels(element) else "rows"
             yield from self._add(kind, element, stamped=False)
             return
         kind = "labels" if hasattr(element, "labelled_at") else "rows"
@@ -276,7 +277,7 @@ class _StreamingShardFn(beam.DoFn):
     def process(self, element, buffer=beam.DoFn.StateParam(BUFFER),
                 meta=beam.DoFn.StateParam(META), flush=beam.DoFn.TimerParam(FLUSH)):
         _, table = element
-        kind = _LABELS if "labelled_at" in table.column_names else _ROWS
+        kind = _LABELS if _is_labels(table) else _ROWS
         times = kernel.micros(table, _time_column(table))
         buffer.add((Timestamp(micros=int(times.min())), kind + to_ipc(table)))
         generation, log_bytes, full_bytes, due, latest = meta.read() or (0, 0, 0, None, 0)
