@@ -335,23 +335,57 @@ class _Prior:
                    windows, counts)
 
 
+def _middle(ordered: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """np.median of each row's first `lengths` values, the row sorted ascending."""
+    rows, mid = np.arange(len(lengths)), lengths // 2
+    upper = ordered[rows, mid]
+    return np.where(lengths % 2 == 1, upper, (ordered[rows, mid - 1] + upper) / 2)
+
+
+def _median_and_mad(values: np.ndarray, ends: np.ndarray,
+                    lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median and MAD of values[end - length:end] for each (end, length), as np.median
+    gives them. A length shared by many rows is one strided np.median; the others go
+    together, padded and sorted (a few dozen rows of many lengths: a streaming firing)."""
+    median, mad = np.zeros(len(ends)), np.zeros(len(ends))
+    distinct, inverse, shared = np.unique(lengths, return_inverse=True, return_counts=True)
+    by_length = shared[inverse] >= _ROWS_PER_STRIDED_MEDIAN
+    for length in distinct[shared >= _ROWS_PER_STRIDED_MEDIAN].tolist():
+        at = np.flatnonzero(lengths == length)
+        windows = np.lib.stride_tricks.sliding_window_view(values, length)[ends[at] - length]
+        median[at] = np.median(windows, axis=1)
+        mad[at] = np.median(np.abs(windows - median[at, None]), axis=1)
+    rest = np.flatnonzero(~by_length)
+    if len(rest):
+        n = lengths[rest]
+        columns = np.arange(int(n.max()))
+        inside = columns < n[:, None]
+        at = np.minimum(ends[rest, None] - n[:, None] + columns, len(values) - 1)
+        windows = np.where(inside, values[at], np.inf)
+        median[rest] = _middle(np.sort(windows, axis=1), n)
+        deviations = np.where(inside, np.abs(windows - median[rest, None]), np.inf)
+        mad[rest] = _middle(np.sort(deviations, axis=1), n)
+    return median, mad
+
+
+# Below this many rows of one history length, the padded sort beats a strided median.
+_ROWS_PER_STRIDED_MEDIAN = 32
+
+
 def _robust_zscores(values: np.ndarray, rows: np.ndarray,
                     history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(z, amount / median) of values[rows] against the `history` values before each."""
     n = len(rows)
     z, ratio = np.zeros(n), np.ones(n)
     values = values.astype(np.float64)
-    for length in np.unique(history[history >= MIN_HISTORY_FOR_ZSCORE]):
-        at = np.flatnonzero(history == length)
-        windows = np.lib.stride_tricks.sliding_window_view(values, length)[rows[at] - length]
-        median = np.median(windows, axis=1)
-        mad = np.median(np.abs(windows - median[:, None]), axis=1)
-        # A flat history (MAD 0) still needs a scale: one cent, or a tenth of the median.
-        scale = np.where(mad != 0, 1.4826 * mad, np.maximum(median * 0.1, 1.0))
-        amount = values[rows[at]]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z[at] = (amount - median) / scale
-            ratio[at] = np.where(median != 0, amount / median, (amount > 0) * 1e6)
+    at = np.flatnonzero(history >= MIN_HISTORY_FOR_ZSCORE)
+    median, mad = _median_and_mad(values, rows[at], history[at])
+    # A flat history (MAD 0) still needs a scale: one cent, or a tenth of the median.
+    scale = np.where(mad != 0, 1.4826 * mad, np.maximum(median * 0.1, 1.0))
+    amount = values[rows[at]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z[at] = (amount - median) / scale
+        ratio[at] = np.where(median != 0, amount / median, (amount > 0) * 1e6)
     return round6(np.where(np.isfinite(z), z, 0.0)), round6(ratio)
 
 
@@ -398,6 +432,7 @@ def account_step(batch: pa.Table, states: Mapping[str, bytes] | None = None,
     sequence = np.zeros(int((recent_lengths + batch_lengths).sum()), dtype=np.int64)
     _, within = _ranges(recent_lengths)
     sequence[offsets[prior.recent_code] + within] = prior.recent
+    sequence_code = np.repeat(np.arange(len(ids)), recent_lengths + batch_lengths)
     in_account = index - starts
     rows = offsets[code] + recent_lengths[code] + in_account
     sequence[rows] = amount
@@ -428,8 +463,8 @@ def account_step(batch: pa.Table, states: Mapping[str, bytes] | None = None,
     for name in FEATURED_SCHEMA.names[len(featured.column_names):]:
         featured = featured.append_column(
             name, pa.array(out[name], type=FEATURED_SCHEMA.field(name).type))
-    new_states = _account_states(ids, code, t, hour, amount, counterparty, window, prior) \
-        if keep_state else {}
+    new_states = _account_states(ids, code, t, hour, amount, counterparty, window, prior,
+                                 sequence, sequence_code) if keep_state else {}
     return featured, new_states
 
 
@@ -487,55 +522,122 @@ def _benford_nonconforming(code: np.ndarray, amount: np.ndarray, window: np.ndar
         else np.zeros(len(code), dtype=bool)
 
 
+def _group_sums(key: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(sorted distinct keys, each values' exact int64 sum per key)."""
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    if not len(key):
+        return (key, *(np.zeros((0, *v.shape[1:]), np.int64) for v in values))
+    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+    return (key[starts], *(np.add.reduceat(v[order].astype(np.int64), starts, axis=0)
+                           for v in values))
+
+
+def _last_per_group(group: np.ndarray, keep: int) -> np.ndarray:
+    """Mask of the last `keep` elements of each group (elements sorted by group)."""
+    n = len(group)
+    ends = np.searchsorted(group, group, side="right")
+    return ends - np.arange(n) <= keep
+
+
 def _account_states(ids: Sequence[str], code: np.ndarray, t: np.ndarray, hour: np.ndarray,
                     amount: np.ndarray, counterparty: np.ndarray, window: np.ndarray,
-                    prior: _Prior) -> dict[str, bytes]:
-    """Each account's state after the batch (a loop per account: a streaming batch holds
-    few, and batch runs that score whole histories keep no state)."""
-    bounds = np.flatnonzero(np.diff(code)) + 1
-    starts = np.concatenate([[0], bounds])
-    stops = np.concatenate([bounds, [len(code)]])
+                    prior: _Prior, sequence: np.ndarray,
+                    sequence_code: np.ndarray) -> dict[str, bytes]:
+    """Each account's state after the batch, computed for all accounts at once (a
+    streaming firing holds a few dozen; a loop per account cost more than the features).
+    sequence: the state's recent amounts then the batch's, per account in code order."""
+    n = len(ids)
+    last = np.maximum(np.maximum.reduceat(t, np.flatnonzero(np.diff(code, prepend=-1))),
+                      prior.last)
+
+    # Hour buckets of the longest window before each account's latest event.
+    b_code = np.concatenate([prior.bucket_code, code])
+    b_hour = np.concatenate([prior.bucket_hour, hour])
+    keep = b_hour > last[b_code] // HOUR_MICROS - MAX_HOURS  # older never counts again
+    key, counts, amounts = _group_sums(
+        b_code[keep] * (1 << 32) + b_hour[keep],
+        np.concatenate([prior.bucket_count, np.ones(len(code), np.int64)])[keep],
+        np.concatenate([prior.bucket_amount, amount])[keep])
+    bucket_code, hours = key >> 32, key & 0xFFFFFFFF
+
+    recent = _last_per_group(sequence_code, RECENT_AMOUNTS)
+    recent_code, recent_amounts = sequence_code[recent], sequence[recent]
+
+    # Counterparties, least recently paid first: the state's (distinct), then the batch's.
+    cp_code = np.concatenate([prior.counterparty_code, code])
+    names = pa.array(np.concatenate([prior.counterparties, counterparty]), type=pa.string())
+    encoded = pc.dictionary_encode(names).combine_chunks() \
+        if isinstance(names, pa.ChunkedArray) else pc.dictionary_encode(names)
+    pair = cp_code * (1 << 32) + encoded.indices.to_numpy(zero_copy_only=False)
+    reversed_first = np.unique(pair[::-1], return_index=True)[1]
+    latest = np.sort(len(pair) - 1 - reversed_first)  # each pair's last use, in order
+    latest = latest[np.argsort(cp_code[latest], kind="stable")]
+    latest = latest[_last_per_group(cp_code[latest], MAX_COUNTERPARTIES)]
+    kept_code, kept_names = cp_code[latest], names.take(pa.array(latest))
+
+    # Benford first-digit counts of the current and previous windows.
+    state_code = np.repeat(np.arange(n), 2)
+    live = prior.benford_windows.reshape(-1) >= 0
+    prefixed = amount >= 10
+    digits = np.zeros((int(prefixed.sum()), 9), dtype=np.int64)
+    digits[np.arange(len(digits)), _first_digits(amount[prefixed]) - 1] = 1
+    w_code = np.concatenate([state_code[live], code[prefixed]])
+    w_key, w_counts = _group_sums(
+        w_code * (1 << 32) + np.concatenate([prior.benford_windows.reshape(-1)[live],
+                                            window[prefixed]]),
+        np.concatenate([prior.benford_counts.reshape(-1, 9)[live], digits]))
+    w_code, w_window = w_key >> 32, w_key & 0xFFFFFFFF
+    current = last[w_code] // (BENFORD_WINDOW_DAYS * DAY_MICROS)
+    fresh = w_window >= current - 1
+    w_code, w_window, w_counts = w_code[fresh], w_window[fresh], w_counts[fresh]
+    two = _last_per_group(w_code, 2)
+    w_code, w_window, w_counts = w_code[two], w_window[two], w_counts[two]
+    slot = np.arange(len(w_code)) - np.searchsorted(w_code, w_code, side="left")
+    benford_windows = np.full((n, 2), -1, dtype=np.int64)
+    benford_counts = np.zeros((n, 2, 9), dtype=np.int64)
+    benford_windows[w_code, slot] = w_window
+    benford_counts[w_code, slot] = w_counts
+
+    return _encode_accounts(ids, last, bucket_code, hours, counts, amounts, recent_code,
+                            recent_amounts, kept_code, kept_names, benford_windows,
+                            benford_counts)
+
+
+def _encode_accounts(ids: Sequence[str], last: np.ndarray, bucket_code: np.ndarray,
+                     hours: np.ndarray, counts: np.ndarray, amounts: np.ndarray,
+                     recent_code: np.ndarray, recent: np.ndarray, cp_code: np.ndarray,
+                     cp_names: pa.Array, benford_windows: np.ndarray,
+                     benford_counts: np.ndarray) -> dict[str, bytes]:
+    """encode_account for many accounts from flat arrays grouped by account code: each
+    column converted once, each account's bytes sliced out of it."""
+    n = len(ids)
+    bounds = np.arange(n + 1)
+    b_at = np.searchsorted(bucket_code, bounds).tolist()
+    r_at = np.searchsorted(recent_code, bounds).tolist()
+    c_at = np.searchsorted(cp_code, bounds).tolist()
+    hours_b, counts_b = hours.astype("<i4").tobytes(), counts.astype("<i4").tobytes()
+    amounts_b, recent_b = amounts.astype("<i8").tobytes(), recent.astype("<i8").tobytes()
+    benford_b = benford_counts.astype("<i4").tobytes()
+    names = cp_names.combine_chunks() if isinstance(cp_names, pa.ChunkedArray) else cp_names
+    # A string array's offsets (int32, from its own offset) index its data buffer.
+    offsets = np.frombuffer(names.buffers()[1], dtype=np.int32, count=len(names) + 1,
+                            offset=names.offset * 4).astype(np.int64)
+    lengths_b = np.diff(offsets).astype("<u4").tobytes()
+    data = names.buffers()[2]
+    text = data.to_pybytes() if data is not None else b""
+    text_at = offsets.tolist()
+    header = _ACCOUNT_HEADER.pack
     states: dict[str, bytes] = {}
-    # Each account's state elements are contiguous (built in account order).
-    bucket_at = np.searchsorted(prior.bucket_code, np.arange(len(ids) + 1))
-    recent_at = np.searchsorted(prior.recent_code, np.arange(len(ids) + 1))
-    cp_at = np.searchsorted(prior.counterparty_code, np.arange(len(ids) + 1))
-    for c, (start, stop) in enumerate(zip(starts.tolist(), stops.tolist(), strict=True)):
-        mine = slice(bucket_at[c], bucket_at[c + 1])
-        hours = np.concatenate([prior.bucket_hour[mine], hour[start:stop]])
-        counts = np.concatenate([prior.bucket_count[mine], np.ones(stop - start, np.int64)])
-        amounts = np.concatenate([prior.bucket_amount[mine], amount[start:stop]])
-        last = int(t[start:stop].max())
-        if prior.known[c]:
-            last = max(last, int(prior.last[c]))
-        keep = hours > last // HOUR_MICROS - MAX_HOURS  # older never counts again
-        unique, inverse = np.unique(hours[keep], return_inverse=True)
-        recent = np.concatenate([prior.recent[recent_at[c]:recent_at[c + 1]],
-                                 amount[start:stop]])[-RECENT_AMOUNTS:]
-        remembered = OrderedDict.fromkeys(prior.counterparties[cp_at[c]:cp_at[c + 1]].tolist())
-        for cp in counterparty[start:stop].tolist():
-            remembered[cp] = None
-            remembered.move_to_end(cp)
-        cps = list(remembered)[-MAX_COUNTERPARTIES:]
-        windows: dict[int, np.ndarray] = {}
-        for w, counts_w in zip(prior.benford_windows[c].tolist(), prior.benford_counts[c],
-                               strict=True):
-            if w >= 0:
-                windows[w] = counts_w.copy()
-        mine_amounts, mine_windows = amount[start:stop], window[start:stop]
-        prefixed = mine_amounts >= 10
-        for w, digit in zip(mine_windows[prefixed].tolist(),
-                            _first_digits(mine_amounts[prefixed]).tolist(), strict=True):
-            windows.setdefault(w, np.zeros(9, dtype=np.int64))[digit - 1] += 1
-        current = last // (BENFORD_WINDOW_DAYS * DAY_MICROS)
-        kept = sorted(w for w in windows if w >= current - 1)[-2:]
-        benford_windows = np.array(kept + [-1] * (2 - len(kept)), dtype=np.int64)
-        benford_counts = np.array([windows[w] for w in kept]
-                                  + [np.zeros(9, np.int64)] * (2 - len(kept)))
-        states[ids[c]] = encode_account(AccountState(
-            last, unique, np.bincount(inverse, weights=counts[keep]).astype(np.int64),
-            np.bincount(inverse, weights=amounts[keep]).astype(np.int64), recent, cps,
-            benford_windows, benford_counts.reshape(2, 9)))
+    for c, (account, latest, windows) in enumerate(zip(ids, last.tolist(),
+                                                       benford_windows.tolist(), strict=True)):
+        b0, b1, r0, r1, c0, c1 = b_at[c], b_at[c + 1], r_at[c], r_at[c + 1], c_at[c], \
+            c_at[c + 1]
+        states[account] = b"".join((
+            header(ACCOUNT_STATE_VERSION, latest, b1 - b0, r1 - r0, c1 - c0, *windows),
+            hours_b[4 * b0:4 * b1], counts_b[4 * b0:4 * b1], amounts_b[8 * b0:8 * b1],
+            recent_b[8 * r0:8 * r1], benford_b[72 * c:72 * (c + 1)],
+            lengths_b[4 * c0:4 * c1], text[text_at[c0]:text_at[c1]]))
     return states
 
 

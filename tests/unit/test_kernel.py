@@ -171,6 +171,30 @@ def test_an_account_at_every_bound_stays_within_max_account_bytes() -> None:
     assert kernel.MAX_ACCOUNT_BYTES - 8 <= len(blob) <= kernel.MAX_ACCOUNT_BYTES
 
 
+def test_a_history_cut_into_many_batches_keeps_the_whole_historys_state(world) -> None:
+    """Every account's state after 60 firings is byte for byte the state after one batch;
+    one account pays more than MAX_COUNTERPARTIES payees, so its remembered payees are
+    cut between firings. (Rows arriving out of order legitimately change the state:
+    recent amounts and payees are kept in arrival order.)"""
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    heavy = kernel.table_of([Transaction(
+        f"h{i:05d}", start + dt.timedelta(minutes=25 * i), "b", "u", "heavy",
+        f"p{i % 1_300}", "merchant", "PAYMENT", 10 ** (i % 9) + i, "EUR")
+        for i in range(2_400)]).drop_columns([kernel.POSITION])
+    rows = pa.concat_tables([world.select(heavy.column_names).cast(heavy.schema), heavy])
+    arriving = rows.sort_by([("event_time", "ascending"), ("transaction_id", "ascending")])
+    _, whole = kernel.account_step(rows, None)
+    states: dict[str, bytes] = {}
+    cuts = np.sort(np.random.default_rng(3).choice(arriving.num_rows, 60, replace=False))
+    for lo, hi in itertools.pairwise([0, *cuts.tolist(), arriving.num_rows]):
+        featured, changed = kernel.account_step(arriving.slice(lo, hi - lo), states)
+        states.update(changed)
+        assert not featured["late"].combine_chunks().true_count
+    assert len(kernel.decode_account(whole["heavy"]).counterparties) \
+        == kernel.MAX_COUNTERPARTIES
+    assert states == whole
+
+
 # --- batches cut in time -------------------------------------------------------------------
 
 def _analyst_labels(table: pa.Table) -> list[LabelEvent]:
