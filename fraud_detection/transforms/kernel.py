@@ -224,34 +224,21 @@ _ACCOUNT_HEADER = struct.Struct("<BqHHH2q")
 def encode_account(state: AccountState) -> bytes:
     """Versioned bytes: header, buckets, recent amounts, Benford counts, counterparties.
     At most 720 buckets, 200 amounts and 1,000 counterparties: see MAX_ACCOUNT_BYTES."""
-    parts = [_ACCOUNT_HEADER.pack(ACCOUNT_STATE_VERSION, state.last_micros, len(state.hours),
-                                  len(state.recent), len(state.counterparties),
-                                  *state.benford_windows.tolist()),
-             state.hours.astype("<i4").tobytes(), state.counts.astype("<i4").tobytes(),
-             state.amounts.astype("<i8").tobytes(), state.recent.astype("<i8").tobytes(),
-             state.benford_counts.astype("<i4").tobytes(),
-             _pack_strings(state.counterparties)]
-    return b"".join(parts)
+    def zeros(values) -> np.ndarray:
+        return np.zeros(len(values), dtype=np.int64)
+
+    return _encode_accounts(
+        [""], np.array([state.last_micros]), zeros(state.hours), state.hours, state.counts,
+        state.amounts, zeros(state.recent), state.recent, zeros(state.counterparties),
+        pa.array(state.counterparties, type=pa.string()), state.benford_windows[None],
+        state.benford_counts[None])[""]
 
 
 def decode_account(blob: bytes) -> AccountState:
-    version, last, nb, nr, nc, w0, w1 = _ACCOUNT_HEADER.unpack_from(blob)
-    if version != ACCOUNT_STATE_VERSION:
-        raise ValueError(f"account state version {version}, this code reads "
-                         f"{ACCOUNT_STATE_VERSION}")
-    at = _ACCOUNT_HEADER.size
-
-    def take(dtype: str, n: int) -> np.ndarray:
-        nonlocal at
-        values = np.frombuffer(blob, dtype=dtype, count=n, offset=at).astype(np.int64)
-        at += n * np.dtype(dtype).itemsize
-        return values
-
-    hours, counts, amounts = take("<i4", nb), take("<i4", nb), take("<i8", nb)
-    recent = take("<i8", nr)
-    benford = take("<i4", 18).reshape(2, 9)
-    return AccountState(last, hours, counts, amounts, recent, _unpack_strings(blob, at, nc),
-                        np.array([w0, w1]), benford)
+    prior = _Prior.of([""], {"": blob})
+    return AccountState(int(prior.last[0]), prior.bucket_hour, prior.bucket_count,
+                        prior.bucket_amount, prior.recent, prior.counterparties.tolist(),
+                        prior.benford_windows[0], prior.benford_counts[0])
 
 
 def _pack_strings(values: Sequence[str]) -> bytes:
@@ -306,32 +293,46 @@ class _Prior:
 
     @classmethod
     def of(cls, ids: Sequence[str], states: Mapping[str, bytes]) -> _Prior:
-        decoded = [decode_account(states[a]) if a in states else None for a in ids]
-        present = [(c, s) for c, s in enumerate(decoded) if s is not None]
+        """Decodes the states of ids (encode_account's format) into flat arrays: each
+        field's bytes gathered from every state, then converted once."""
         n = len(ids)
         windows = np.full((n, 2), -1, dtype=np.int64)
-        counts = np.zeros((n, 2, 9), dtype=np.int64)
         last = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
-        for c, s in present:
-            windows[c], counts[c], last[c] = s.benford_windows, s.benford_counts, s.last_micros
-
-        def flat(name: str) -> tuple[np.ndarray, np.ndarray]:
-            arrays = [getattr(s, name) for _, s in present]
-            code = np.repeat(np.array([c for c, _ in present], dtype=np.int64),
-                             [len(a) for a in arrays]) if present else np.zeros(0, np.int64)
-            return code, (np.concatenate(arrays) if arrays else np.zeros(0, np.int64))
-
-        bucket_code, hours = flat("hours")
-        _, bucket_count = flat("counts")
-        _, bucket_amount = flat("amounts")
-        recent_code, recent = flat("recent")
-        cps = [s.counterparties for _, s in present]
-        cp_code = np.repeat(np.array([c for c, _ in present], dtype=np.int64),
-                            [len(x) for x in cps]) if present else np.zeros(0, np.int64)
         known = np.zeros(n, dtype=bool)
-        known[[c for c, _ in present]] = True
-        return cls(known, last, bucket_code, hours, bucket_count, bucket_amount, recent_code,
-                   recent, cp_code, np.array([x for xs in cps for x in xs], dtype=object),
+        sizes: list[tuple[int, int, int]] = []
+        fields: list[list[memoryview]] = [[], [], [], [], [], [], []]
+        header, unpack = _ACCOUNT_HEADER.size, _ACCOUNT_HEADER.unpack_from
+        for c, account in enumerate(ids):
+            blob = states.get(account)
+            if blob is None:
+                continue
+            version, last[c], nb, nr, nc, windows[c, 0], windows[c, 1] = unpack(blob)
+            if version != ACCOUNT_STATE_VERSION:
+                raise ValueError(f"account state version {version}, this code reads "
+                                 f"{ACCOUNT_STATE_VERSION}")
+            known[c] = True
+            sizes.append((nb, nr, nc))
+            view, at = memoryview(blob), header
+            for field, width in enumerate((4 * nb, 4 * nb, 8 * nb, 8 * nr, 72, 4 * nc)):
+                fields[field].append(view[at:at + width])
+                at += width
+            fields[6].append(view[at:])
+
+        def column(field: int, dtype: str) -> np.ndarray:
+            return np.frombuffer(b"".join(fields[field]), dtype=dtype).astype(np.int64)
+
+        codes = np.flatnonzero(known)
+        nb, nr, nc = (np.array(x, dtype=np.int64) for x in zip(*sizes, strict=True)) \
+            if sizes else (np.zeros(0, np.int64),) * 3
+        counts = np.zeros((n, 2, 9), dtype=np.int64)
+        counts[codes] = column(4, "<i4").reshape(-1, 2, 9)
+        lengths = column(5, "<u4")
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        names = pa.StringArray.from_buffers(len(lengths), pa.py_buffer(offsets.tobytes()),
+                                            pa.py_buffer(b"".join(fields[6])))
+        return cls(known, last, np.repeat(codes, nb), column(0, "<i4"), column(1, "<i4"),
+                   column(2, "<i8"), np.repeat(codes, nr), column(3, "<i8"),
+                   np.repeat(codes, nc), names.to_numpy(zero_copy_only=False).astype(object),
                    windows, counts)
 
 
