@@ -17,8 +17,8 @@ FRAUD_* environment (tests.integration.streaming.settings_env).
         the last cell of a burst would wait for ever.
     python bench/latency_workers.py bare
         the reference: a kafka-python consumer that writes each transaction's rows with
-        prepared async upserts, and commits its group's offsets once they are stored;
-        runs until SIGTERM
+        prepared async upserts (one unlogged batch each), and commits its group's offsets
+        once they are stored; runs until SIGTERM
 """
 
 from __future__ import annotations
@@ -134,10 +134,12 @@ def send(settings, world: Path, warmup: int, count: int, rate: float,
 
 
 def bare_consumer(settings) -> None:
-    """Poll, validate, write the same rows as the pipeline with async prepared upserts,
-    wait for them, commit the batch's offsets; until SIGTERM."""
+    """Poll, validate, write the same rows as the pipeline with async prepared upserts (a
+    transaction's rows as one unlogged batch, as the sink sends them), wait for them,
+    commit the batch's offsets; until SIGTERM."""
     from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
+    from fraud_detection.io.cassandra import one_request
     from fraud_detection.records import ScoredTransaction, validate_transaction
     from fraud_detection.store.keyspace import connect
     from fraud_detection.store.tables import STATEMENTS, scored_transaction_rows
@@ -164,9 +166,8 @@ def bare_consumer(settings) -> None:
                     tx, _ = validate_transaction(json.loads(record.value))
                     if tx is None:
                         continue
-                    for table, values in scored_transaction_rows(
-                            ScoredTransaction(tx, 0.0, False)):
-                        futures.append(store.session.execute_async(prepared[table], values))
+                    rows = scored_transaction_rows(ScoredTransaction(tx, 0.0, False))
+                    futures.append(store.session.execute_async(one_request(prepared, rows)))
             for future in futures:
                 future.result()
             if offsets:

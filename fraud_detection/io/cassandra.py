@@ -2,8 +2,9 @@
 
 Shaped like Beam's WriteToMongoDB: records (with stable ids) become row writes, a
 Reshuffle keeps a retried write stage from recomputing them, and a writer DoFn holds
-one session per worker process, a bounded window of async writes, retries with
-backoff, and a dead-letter output for rows that still fail. Every write has settled
+one session per worker process, a bounded window of async writes (a record's rows as
+one unlogged batch: one request, not one per table), retries with backoff, and a
+dead-letter output for rows that still fail. Every write has settled
 when a bundle finishes, so a runner commits nothing that is not in Cassandra.
 """
 
@@ -13,7 +14,7 @@ import collections
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,10 +53,24 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:500]
 
 
+def one_request(prepared: Mapping[str, Any], rows: Sequence[RowWrite]) -> Any:
+    """A record's rows as one statement: an unlogged batch when there are several (one
+    request instead of one per table; a node applies it all or nothing)."""
+    from cassandra.query import BatchStatement, BatchType
+
+    if len(rows) == 1:
+        table, values = rows[0]
+        return prepared[table].bind(values)
+    batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+    for table, values in rows:
+        batch.add(prepared[table], values)
+    return batch
+
+
 class _WriteRecordsFn(beam.DoFn):
-    """Writes each record's rows asynchronously. Driver callbacks (on its I/O thread)
-    only count and queue; retries, metrics and dead letters happen on the bundle's
-    thread, where Beam's metrics live."""
+    """Writes each record's rows asynchronously, as one request. Driver callbacks (on its
+    I/O thread) only count and queue; retries, metrics and dead letters happen on the
+    bundle's thread, where Beam's metrics live."""
 
     def __init__(self, settings: Settings, statements: Mapping[str, str],
                  to_rows: Callable[[Any], Iterable[RowWrite]], max_in_flight: int,
@@ -88,7 +103,7 @@ class _WriteRecordsFn(beam.DoFn):
         self.settled = threading.Condition()
         self.in_flight = 0
         self.succeeded = 0
-        # (table, values, attempt, exc, record index)
+        # (rows, attempt, exc, record index)
         self.errored: collections.deque = collections.deque()
         self.failed: list[FailedWrite] = []
         self.positions: list[str] = []  # per record of the bundle, where it was read
@@ -97,8 +112,9 @@ class _WriteRecordsFn(beam.DoFn):
     def process(self, record):
         index = len(self.positions)
         self.positions.append(self.position_of(record) if self.position_of else "")
-        for table, values in self.to_rows(record):
-            self._send(table, values, 1, index)
+        rows = list(self.to_rows(record))
+        if rows:
+            self._send(rows, 1, index)
         if self.errored:
             self._retry_errored()
         return ()
@@ -120,41 +136,43 @@ class _WriteRecordsFn(beam.DoFn):
         if stored:
             yield beam.pvalue.TaggedOutput(STORED, GlobalWindows.windowed_value(stored))
 
-    def _send(self, table: str, values: tuple, attempt: int, record: int) -> None:
+    def _send(self, rows: list[RowWrite], attempt: int, record: int) -> None:
         with self.settled:
             self.settled.wait_for(lambda: self.in_flight < self.max_in_flight)
             self.in_flight += 1
         try:
-            future = self.session.execute_async(self.prepared[table], values)
+            future = self.session.execute_async(one_request(self.prepared, rows))
         except Exception as exc:  # no such statement, values the columns cannot take, ...
-            self._on_error(exc, table, values, attempt, record)
+            self._on_error(exc, rows, attempt, record)
             return
         future.add_callbacks(self._on_written, self._on_error,
-                             errback_args=(table, values, attempt, record))
+                             callback_args=(len(rows),),
+                             errback_args=(rows, attempt, record))
 
-    def _on_written(self, _rows) -> None:
+    def _on_written(self, _result, rows: int) -> None:
         with self.settled:
             self.in_flight -= 1
-            self.succeeded += 1
+            self.succeeded += rows
             self.settled.notify_all()
 
-    def _on_error(self, exc: BaseException, table: str, values: tuple, attempt: int,
+    def _on_error(self, exc: BaseException, rows: list[RowWrite], attempt: int,
                   record: int) -> None:
-        self.errored.append((table, values, attempt, exc, record))
+        self.errored.append((rows, attempt, exc, record))
         with self.settled:
             self.in_flight -= 1
             self.settled.notify_all()
 
     def _retry_errored(self) -> None:
         waited = 0.0
-        # Only the rows that failed before this round: a resend that fails at once (no
+        # Only the writes that failed before this round: a resend that fails at once (no
         # host up) waits for the next round's backoff instead of spinning through its
         # attempts here.
         for _ in range(len(self.errored)):
-            table, values, attempt, exc, record = self.errored.popleft()
+            rows, attempt, exc, record = self.errored.popleft()
             if not isinstance(exc, self.retryable) or attempt >= self.max_attempts:
-                self.failures.inc()
-                self.failed.append(FailedWrite(table, tuple(values), _describe(exc), attempt))
+                self.failures.inc(len(rows))
+                self.failed.extend(FailedWrite(table, tuple(values), _describe(exc), attempt)
+                                   for table, values in rows)
                 self.failed_records.add(record)
                 continue
             # One backoff per round of retries, not per row: a node outage fails many.
@@ -163,7 +181,7 @@ class _WriteRecordsFn(beam.DoFn):
                 time.sleep(pause - waited)
                 waited = pause
             self.retries.inc()
-            self._send(table, values, attempt + 1, record)
+            self._send(rows, attempt + 1, record)
 
 
 STORED = "stored"

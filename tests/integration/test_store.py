@@ -169,16 +169,20 @@ def test_a_row_that_cannot_be_written_goes_to_the_failed_output(small_world: Wor
     good = small_world.scored[:20]
     too_big = dataclass_replace(good[0].transaction, transaction_id="too-big",
                                 amount_cents=2**70)
-    # 2**70 overflows bigint in each of the four tables that store this unflagged row.
+    # 2**70 overflows bigint in the four tables that store this unflagged row. A record's
+    # rows go as one request, so its balance row fails with them: none of it is stored.
     expected = [(t, "TypeError") for t in ("transactions", "transactions_by_account",
                                               "transactions_by_user",
-                                              "transactions_by_bank_day")]
+                                              "transactions_by_bank_day",
+                                              "account_balances")]
     write(settings, [*good, label_scored(too_big)], scored_transaction_rows, expected)
     session = connect(settings)
     try:
         assert {s.transaction.transaction_id for s in good} <= {
             row[0] for row in queries.table_contents(session, "transactions")}
         assert queries.transaction(session, "too-big") is None
+        assert "too-big" not in {row[-1] for row in queries.table_contents(
+            session, "account_balances")}
     finally:
         session.close()
 
