@@ -15,6 +15,7 @@ setup(
         "numpy>=1.26,<3",
         "cassandra-driver==3.*",
         "kafka-python==3.*",
+        "crc32c==2.*",  # kafka-python checks every fetched batch in pure Python without it
         "redis==8.*",
         "streamlit==1.*",
         "pyyaml==6.*",

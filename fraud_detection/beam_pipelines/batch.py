@@ -25,7 +25,6 @@ from fraud_detection.beam_pipelines.options import (
 )
 from fraud_detection.beam_pipelines.validate import input_pattern
 from fraud_detection.config import Settings
-from fraud_detection.errors import UsageError
 from fraud_detection.io.cassandra import WriteToCassandra
 from fraud_detection.io.parquet import ENTITY_KINDS, check_readable, dataset_root, entity_pattern
 from fraud_detection.store.keyspace import connect
@@ -36,7 +35,7 @@ from fraud_detection.store.tables import (
     scored_transaction_rows,
 )
 from fraud_detection.transforms.benford import BenfordReports
-from fraud_detection.transforms.detect import DEFAULT_SHARDS, DetectFraud
+from fraud_detection.transforms.detect import DetectFraud
 from fraud_detection.transforms.parse import (
     ValidateEntities,
     ValidateTransactions,
@@ -45,27 +44,18 @@ from fraud_detection.transforms.parse import (
 from fraud_detection.transforms.rules import load_rules
 
 
-class BatchOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--shards", type=int, default=DEFAULT_SHARDS,
-                            help="groups of accounts scored together; a few per worker")
-
-
 def run(argv: list[str], settings: Settings, lookback: Sequence[str] = (),
         days: tuple[dt.date, dt.date] | None = None, entities: bool = True) -> DetectSummary:
     """lookback: Parquet files read only to seed detection's history; days: write only
     the transactions of these event days; entities: also write the dataset's entities
     (a backfill re-scores transactions only)."""
     options = with_local_runner(PipelineOptions(argv))
-    opts = options.view_as(BatchOptions)
     detect = options.view_as(DetectOptions)
     source = options.view_as(InputOptions).input
     pattern = input_pattern(source)
     rules = load_rules(Path(detect.rules))
     model_dir = Path(detect.model_dir) if detect.model_dir else None
-    if opts.shards < 1:
-        raise UsageError(f"--shards must be at least 1, got {opts.shards}")
+    shards = detect.checked_shards()
     root = dataset_root(source) if entities else None
     entity_globs = {kind: entity_pattern(root, kind) for kind in ENTITY_KINDS} if root else {}
     entity_patterns = {kind: glob for kind, glob in entity_globs.items() if glob}
@@ -98,7 +88,7 @@ def run(argv: list[str], settings: Settings, lookback: Sequence[str] = (),
         failed = [
             history
             | "Detect" >> DetectFraud(rules, settings.fraud_threshold, model_dir=model_dir,
-                                      shards=opts.shards, days=days)
+                                      shards=shards, days=days)
             | "WriteTransactions" >> WriteToCassandra(settings, scored_transaction_rows),
             checked.valid
             | "AtEventTime" >> beam.Map(at_event_time)

@@ -19,7 +19,7 @@ from fraud_detection.beam_pipelines.options import (
 )
 from fraud_detection.beam_pipelines.validate import input_pattern
 from fraud_detection.errors import UsageError
-from fraud_detection.transforms.detect import DEFAULT_SHARDS, DetectFraud
+from fraud_detection.transforms.detect import DetectFraud
 from fraud_detection.transforms.kernel import FEATURE_TABLE_SCHEMA
 from fraud_detection.transforms.parse import ValidateTransactions
 from fraud_detection.transforms.rules import load_rules
@@ -45,7 +45,9 @@ def run(argv: list[str] | None = None) -> FeatureSummary:
     pattern = input_pattern(options.view_as(InputOptions).input)
     if not opts.features_out:
         raise UsageError("--features_out is required")
-    rules = load_rules(Path(options.view_as(DetectOptions).rules))
+    detect = options.view_as(DetectOptions)
+    rules = load_rules(Path(detect.rules))
+    shards = detect.checked_shards()
     started = time.monotonic()
     with beam.Pipeline(options=options) as pipeline:
         checked = (pipeline
@@ -53,7 +55,7 @@ def run(argv: list[str] | None = None) -> FeatureSummary:
                    | "Validate" >> ValidateTransactions(source=f"parquet:{pattern}"))
         # Detection's own kernel, features only: what is trained is what is served.
         _ = (checked.valid
-             | "Features" >> DetectFraud(rules, shards=DEFAULT_SHARDS, features_only=True)
+             | "Features" >> DetectFraud(rules, shards=shards, features_only=True)
              | "Write" >> beam.io.WriteToParquetBatched(
                  opts.features_out, FEATURE_TABLE_SCHEMA, file_name_suffix=".parquet"))
     result = pipeline.result

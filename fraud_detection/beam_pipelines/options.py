@@ -26,11 +26,12 @@ _LOCAL_RUNNERS = ("fnapi", "prism", "direct", "switchingdirect", "bundlebaseddir
 
 
 class DetectOptions(PipelineOptions):
-    """--rules and --model_dir, shared by every pipeline that detects. Defined once:
-    Beam parses every options class together and refuses two differing definitions."""
+    """--rules, --model_dir and --shards, shared by every pipeline that detects. Defined
+    once: Beam parses every options class together and refuses two differing definitions."""
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
+        from fraud_detection.transforms.detect import DEFAULT_SHARDS
         from fraud_detection.transforms.rules import DEFAULT_RULES_FILE
 
         parser.add_argument("--rules", default=str(DEFAULT_RULES_FILE),
@@ -38,6 +39,16 @@ class DetectOptions(PipelineOptions):
                                  "table, re-read while it runs")
         parser.add_argument("--model_dir", help="a model folder written by `train`; "
                                                 "without it detection runs on rules alone")
+        parser.add_argument("--shards", type=int, default=DEFAULT_SHARDS,
+                            help="groups of accounts (and of counterparties) run through "
+                                 "the kernel together; a few per worker")
+
+    def checked_shards(self) -> int:
+        from fraud_detection.errors import UsageError
+
+        if self.shards < 1:
+            raise UsageError(f"--shards must be at least 1, got {self.shards}")
+        return self.shards
 
 
 class InputOptions(PipelineOptions):

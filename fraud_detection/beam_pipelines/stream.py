@@ -36,7 +36,8 @@ from fraud_detection.io.kafka import (
 from fraud_detection.progress import ProgressReporter
 from fraud_detection.records import DeadLetter, ScoredTransaction
 from fraud_detection.store.tables import dead_letter_row, scored_transaction_rows
-from fraud_detection.transforms.detect import DetectFraud
+from fraud_detection.transforms import kernel
+from fraud_detection.transforms.detect import DEFAULT_CELL_MS, DetectFraud
 from fraud_detection.transforms.parse import (
     DEAD_LETTERS,
     VALID,
@@ -62,6 +63,9 @@ class StreamOptions(PipelineOptions):
                                  "committed ones")
         parser.add_argument("--bounded", action="store_true",
                             help="read to the topics' current ends, then finish")
+        parser.add_argument("--cell_ms", type=int, default=DEFAULT_CELL_MS,
+                            help="event-time cell a shard waits for before it runs the "
+                                 "kernel: shorter means lower latency, more firings")
 
 
 def alert_message(scored: ScoredTransaction) -> tuple[str, dict[str, Any]]:
@@ -110,6 +114,9 @@ def run(argv: list[str], settings: Settings) -> DetectSummary:
     detect = options.view_as(DetectOptions)
     options.view_as(StandardOptions).streaming = not opts.bounded
     rules = _rules(opts, detect, settings)
+    shards = detect.checked_shards()
+    if opts.cell_ms < 1:
+        raise UsageError(f"--cell_ms must be at least 1, got {opts.cell_ms}")
     model_dir = Path(detect.model_dir) if detect.model_dir else None
     ensure_topics(settings, {settings.topic_transactions: TRANSACTION_PARTITIONS,
                              settings.topic_labels: 1, settings.topic_alerts: 1,
@@ -132,14 +139,16 @@ def run(argv: list[str], settings: Settings) -> DetectSummary:
               | "ValidateLabels" >> ValidateMessages(
                   f"kafka:{settings.topic_labels}", validate_label, counted=False))
     scored = accounts["known"] | "Detect" >> DetectFraud(
-        rules, settings.fraud_threshold, model_dir=model_dir,
+        rules, settings.fraud_threshold, model_dir=model_dir, shards=shards,
+        cell_ms=opts.cell_ms, as_tables=True,
         labels=labels[VALID] | "AtLabelledTime" >> beam.Map(at_labelled_time))
     dead = ((checked[DEAD_LETTERS], accounts["unknown"], labels[DEAD_LETTERS])
             | "DeadLetters" >> beam.Flatten())
     written = [
+        # Scored tables, not records, cross the sink's Reshuffle: one element per firing.
         scored | "WriteTransactions" >> WriteToCassandra(
             settings, scored_transaction_rows, max_attempts=STREAM_WRITE_ATTEMPTS,
-            position_of=transaction_position),
+            position_of=transaction_position, records_of=kernel.scored_records),
         dead | "WriteDeadLetters" >> WriteToCassandra(
             # Each letter carries its message's time, so a re-read writes the same row.
             settings, lambda letter: [dead_letter_row(letter)],
@@ -153,7 +162,7 @@ def run(argv: list[str], settings: Settings) -> DetectSummary:
          | "Stored" >> beam.Flatten()
          | "CommitStored" >> CommitStored(settings.kafka_bootstrap, GROUP_ID))
     _ = (scored
-         | "Flagged" >> beam.Filter(lambda s: s.flagged)
+         | "Flagged" >> beam.FlatMap(kernel.flagged_records)
          | "Alerts" >> WriteToKafka(settings, settings.topic_alerts, alert_message))
     _ = dead | "DeadLetterTopic" >> WriteToKafka(settings, settings.topic_dead_letters,
                                                  dead_letter_message)

@@ -49,6 +49,22 @@ def _retryable() -> tuple[type[BaseException], ...]:
             ConnectionError)
 
 
+# A worker set up while a node restarts waits for it, as writes do: Prism ends the job
+# when a DoFn's setup raises.
+CONNECT_ATTEMPTS = 40
+
+
+def connect_when_up(settings: Settings, attempts: int = CONNECT_ATTEMPTS) -> Any:
+    from fraud_detection.store.keyspace import CassandraUnreachable, connect
+
+    for attempt in range(1, attempts):
+        try:
+            return connect(settings)
+        except CassandraUnreachable:
+            time.sleep(min(0.25 * 2 ** (attempt - 1), 30.0))
+    return connect(settings)
+
+
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:500]
 
@@ -75,11 +91,13 @@ class _WriteRecordsFn(beam.DoFn):
     def __init__(self, settings: Settings, statements: Mapping[str, str],
                  to_rows: Callable[[Any], Iterable[RowWrite]], max_in_flight: int,
                  max_attempts: int, backoff_seconds: float,
-                 position_of: Callable[[Any], str] | None = None) -> None:
+                 position_of: Callable[[Any], str] | None = None,
+                 records_of: Callable[[Any], Iterable[Any]] | None = None) -> None:
         self.settings = settings
         self.statements = dict(statements)
         self.to_rows = to_rows
         self.position_of = position_of
+        self.records_of = records_of
         self.max_in_flight = max_in_flight
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
@@ -89,12 +107,11 @@ class _WriteRecordsFn(beam.DoFn):
         self.failures = Metrics.counter("cassandra", "rows_failed")
 
     def setup(self) -> None:
-        from fraud_detection.store.keyspace import connect
-
         settings = self.settings
         # One session per worker process, shared by every DoFn instance in it.
         tag = hashlib.sha256(repr(settings).encode()).hexdigest()
-        store = self.shared_store.acquire(lambda: _StoreHolder(connect(settings)), tag=tag).store
+        store = self.shared_store.acquire(lambda: _StoreHolder(connect_when_up(settings)),
+                                          tag=tag).store
         self.session = store.session
         self.prepared = {key: store.prepare(cql) for key, cql in self.statements.items()}
         self.retryable = _retryable()
@@ -109,14 +126,15 @@ class _WriteRecordsFn(beam.DoFn):
         self.positions: list[str] = []  # per record of the bundle, where it was read
         self.failed_records: set[int] = set()
 
-    def process(self, record):
-        index = len(self.positions)
-        self.positions.append(self.position_of(record) if self.position_of else "")
-        rows = list(self.to_rows(record))
-        if rows:
-            self._send(rows, 1, index)
-        if self.errored:
-            self._retry_errored()
+    def process(self, element):
+        for record in self.records_of(element) if self.records_of else (element,):
+            index = len(self.positions)
+            self.positions.append(self.position_of(record) if self.position_of else "")
+            rows = list(self.to_rows(record))
+            if rows:
+                self._send(rows, 1, index)
+            if self.errored:
+                self._retry_errored()
         return ()
 
     def finish_bundle(self):
@@ -194,13 +212,15 @@ class WriteToCassandra(beam.PTransform):
     store.tables.STATEMENTS (or `statements`); the writer prepares them once per worker.
     With `position_of` (record -> where it was read, "" if unknown) the result has two
     outputs: `failed` (FailedWrite) and STORED (tuples of the positions of records whose
-    rows are all in Cassandra, one per bundle).
+    rows are all in Cassandra, one per bundle). With `records_of` each element is a
+    batch of records (e.g. a scored Arrow table): batches cross the Reshuffle, not records.
     """
 
     def __init__(self, settings: Settings, to_rows: Callable[[Any], Iterable[RowWrite]],
                  statements: Mapping[str, str] = STATEMENTS, max_in_flight: int | None = None,
                  max_attempts: int = 8, backoff_seconds: float = 0.25,
-                 position_of: Callable[[Any], str] | None = None) -> None:
+                 position_of: Callable[[Any], str] | None = None,
+                 records_of: Callable[[Any], Iterable[Any]] | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.to_rows = to_rows
@@ -209,13 +229,14 @@ class WriteToCassandra(beam.PTransform):
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.position_of = position_of
+        self.records_of = records_of
 
     def expand(self, records):
         # The Reshuffle checkpoints records (fewer and smaller than their rows), so a
         # retried write stage rewrites the same input instead of recomputing it.
         write = beam.ParDo(_WriteRecordsFn(
             self.settings, self.statements, self.to_rows, self.max_in_flight,
-            self.max_attempts, self.backoff_seconds, self.position_of))
+            self.max_attempts, self.backoff_seconds, self.position_of, self.records_of))
         if self.position_of is not None:
             write = write.with_outputs(STORED, main="failed")
         return records | "Reshuffle" >> beam.Reshuffle() | "Write" >> write
@@ -231,9 +252,7 @@ class _KnownAccountsFn(beam.DoFn):
         self.source = source
 
     def setup(self) -> None:
-        from fraud_detection.store.keyspace import connect
-
-        self.store = connect(self.settings)
+        self.store = connect_when_up(self.settings)
         self.query = self.store.prepare("SELECT account_id FROM accounts WHERE account_id = ?")
         self.known: set[str] = set()
         self.rejected = Metrics.counter("validate", "dead_lettered")

@@ -22,6 +22,10 @@ class SchemaError(UsageError):
     pass
 
 
+class CassandraUnreachable(SchemaError):
+    """No node answered: may pass (a node restarting), unlike a missing keyspace."""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -160,7 +164,8 @@ def _session(settings: Settings):
     except NoHostAvailable as exc:
         driver.shutdown()
         hosts = ", ".join(f"{h}:{settings.cassandra_port}" for h in settings.cassandra_hosts)
-        raise SchemaError(f"cannot reach Cassandra at {hosts}: {_first_error(exc)}") from None
+        raise CassandraUnreachable(
+            f"cannot reach Cassandra at {hosts}: {_first_error(exc)}") from None
 
 
 def _first_error(exc: Exception) -> str:

@@ -106,34 +106,24 @@ def _ms(moment: dt.datetime) -> dt.datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
-def _key_value(column: str, tx: Transaction) -> object:
-    if column == "year":
-        return tx.event_time.year
-    if column == "day":
-        return day_of(tx.event_time)
-    if column == "shard":
-        return bucket_of(tx.transaction_id, BANK_DAY_SHARDS)
-    if column == "event_time":
-        return _ms(tx.event_time)
-    return getattr(tx, column)
+_TABLE_COLUMNS = {table: _columns(table) for table in TRANSACTION_TABLES}
 
 
 def transaction_rows(scored: ScoredTransaction) -> list[RowWrite]:
     """One row per table that serves a query about this transaction."""
     tx = scored.transaction
-    values = {
-        "event_time_us": epoch_micros(tx.event_time),
-        "score": float(scored.score), "flagged": bool(scored.flagged),
-        "reasons": list(scored.reasons), "late": bool(scored.late),
-        "model_version": scored.model_version,
-    }
-    rows = []
-    for table in TRANSACTION_TABLES:
-        if table in FLAGGED_ONLY and not scored.flagged:
-            continue
-        rows.append((table, tuple(
-            values[c] if c in values else _key_value(c, tx) for c in _columns(table))))
-    return rows
+    values = {c: getattr(tx, c) for c in ("transaction_id", "bank_id", "user_id",
+                                          "account_id", *TX_FACTS)}
+    values.update(
+        event_time=_ms(tx.event_time), event_time_us=epoch_micros(tx.event_time),
+        year=tx.event_time.year, day=day_of(tx.event_time),
+        shard=bucket_of(tx.transaction_id, BANK_DAY_SHARDS),
+        score=float(scored.score), flagged=bool(scored.flagged),
+        reasons=list(scored.reasons), late=bool(scored.late),
+        model_version=scored.model_version)
+    return [(table, tuple(values[c] for c in columns))
+            for table, columns in _TABLE_COLUMNS.items()
+            if scored.flagged or table not in FLAGGED_ONLY]
 
 
 def balance_row(tx: Transaction) -> RowWrite | None:

@@ -1086,6 +1086,10 @@ def scored_records(table: pa.Table) -> Iterator[ScoredTransaction]:
                                 row["late"], row["model_version"])
 
 
+def flagged_records(table: pa.Table) -> Iterator[ScoredTransaction]:
+    return scored_records(table.filter(table["flagged"]))
+
+
 def on_days(table: pa.Table, first_day: int, last_day: int) -> pa.Array:
     """Which rows have an event time (UTC) on an epoch day from first_day to last_day."""
     day = micros(table) // DAY_MICROS

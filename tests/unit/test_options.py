@@ -3,13 +3,15 @@
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from fraud_detection.beam_pipelines import backfill, batch, features, stream, validate
+from fraud_detection.beam_pipelines.options import DetectOptions
 
 
 def test_all_pipeline_options_can_live_in_one_process() -> None:
-    assert backfill and validate and features
+    assert backfill and batch and validate and features
     options = PipelineOptions(["--rules", "table", "--shards", "3", "--bounded",
-                               "--features_out", "x"])
+                               "--features_out", "x", "--cell_ms", "50"])
     values = options.get_all_options()
     assert (values["rules"], values["shards"], values["bounded"]) == ("table", 3, True)
-    assert options.view_as(batch.BatchOptions).shards == 3
+    assert options.view_as(DetectOptions).shards == 3
     assert options.view_as(stream.StreamOptions).bounded
+    assert options.view_as(stream.StreamOptions).cell_ms == 50
