@@ -23,11 +23,16 @@ After the run, once: the topic is read back for each transaction's record timest
 (ms), and `SELECT transaction_id, WRITETIME(score) FROM transactions` for when its row
 was written (µs, the writing driver's clock: the same host). Latency = write time -
 record timestamp. stored/s is over the write times, first to last. Sustained: every
-sent row stored within the drain, and stored/s >= 0.95 x sent/s. Needs
-`python -m fraud_detection stack up`.
+sent row stored within the drain, and stored/s >= 0.95 x sent/s. flagged: the share of
+the timed transactions stored as flagged; each of those also writes the two alert tables
+and, in `stream`, an alert message (the bare consumer scores nothing: 0%). Re-stamped
+at these rates an account's history is compressed into minutes, so velocity rules fire
+far more often than in the generated world; a larger world (--world-rows) spreads the
+rate over more accounts. Needs `python -m fraud_detection stack up`.
 
     python bench/stream_latency.py [--rates 200,500,1000,2000] [--seconds 20] [--drain 60]
                                    [--systems bare,stream] [--tick-rate 10]
+                                   [--world-rows 300000]
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ class Result:
     stored: int
     stored_rate: float
     latencies_ms: list[float]
+    flagged: int  # of the timed transactions: each also writes two alert tables (and
+    # `stream` sends it to the alerts topic)
 
     def percentile(self, p: float) -> float:
         """Nearest rank."""
@@ -226,13 +233,14 @@ def record_timestamps(settings: Settings) -> dict[str, int]:
         consumer.close()
 
 
-def write_times(settings: Settings) -> dict[str, int]:
-    """transaction id -> WRITETIME(score) of its row in the transactions table (µs)."""
+def write_times(settings: Settings) -> dict[str, tuple[int, bool]]:
+    """transaction id -> (WRITETIME(score) of its row in the transactions table (µs),
+    flagged)."""
     store = connect(settings)
     try:
-        rows = store.execute("SELECT transaction_id, WRITETIME(score) FROM transactions",
-                             fetch_size=5_000)
-        return {r[0]: r[1] for r in rows}
+        rows = store.execute("SELECT transaction_id, WRITETIME(score), flagged "
+                             "FROM transactions", fetch_size=5_000)
+        return {r[0]: (r[1], bool(r[2])) for r in rows}
     finally:
         store.close()
 
@@ -287,11 +295,12 @@ def measure(system: str, rate: int, args: argparse.Namespace, world: World,
         raise RuntimeError(f"{len(timestamps.keys() & timed)} timed messages in the topic, "
                            f"the sender reported {sent['sent']}")
     limit_us = (sent["end_ms"] + int(args.drain * 1_000)) * 1_000
-    stored = {i: w for i, w in writes.items() if i in timed and w <= limit_us}
+    flagged = sum(writes[i][1] for i in writes.keys() & timed)
+    stored = {i: w for i, (w, _) in writes.items() if i in timed and w <= limit_us}
     latencies = sorted(stored[i] / 1_000 - timestamps[i] for i in stored)
     span_s = (max(stored.values()) - min(stored.values())) / 1e6 if len(stored) > 1 else 0.0
     result = Result(system, rate, sent["sent"], sent["rate"], len(stored),
-                    (len(stored) - 1) / span_s if span_s > 0 else 0.0, latencies)
+                    (len(stored) - 1) / span_s if span_s > 0 else 0.0, latencies, flagged)
     print(f"  {SYSTEMS[system]} at {rate}/s: sent {result.sent} at {result.sent_rate:.0f}/s "
           f"(at most {sent['behind_ms']:.0f} ms behind schedule), stored {result.stored}"
           f"{'' if drained else f' (the {args.drain:.0f} s drain ran out)'}, "
@@ -301,12 +310,13 @@ def measure(system: str, rate: int, args: argparse.Namespace, world: World,
 
 def table(results: list[Result]) -> str:
     lines = [f"{'system':<28} {'target/s':>8} {'sent/s':>7} {'stored':>13} {'stored/s':>8} "
-             f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}  sustained"]
+             f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'flagged':>8}  sustained"]
     for r in results:
         lines.append(
             f"{SYSTEMS[r.system]:<28} {r.rate:>8} {r.sent_rate:>7.0f} "
             f"{f'{r.stored}/{r.sent}':>13} {r.stored_rate:>8.0f} {r.percentile(50):>7.0f} "
-            f"{r.percentile(95):>7.0f} {r.percentile(99):>7.0f}  "
+            f"{r.percentile(95):>7.0f} {r.percentile(99):>7.0f} "
+            f"{r.flagged / max(r.sent, 1):>8.0%}  "
             f"{'yes' if r.sustained else 'no'}")
     return "\n".join(lines)
 
@@ -326,6 +336,9 @@ def main() -> None:
                              "out of the figures) so the last timed ones are released")
     parser.add_argument("--systems", default="bare,stream",
                         help=f"which systems, comma-separated: {', '.join(SYSTEMS)}")
+    parser.add_argument("--world-rows", type=int, default=300_000,
+                        help="size of the generated world the transactions come from; "
+                             "more rows spread the same rate over more accounts")
     parser.add_argument("--cassandra-port", type=int, default=9042)
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
@@ -335,7 +348,7 @@ def main() -> None:
     base = {"cassandra_port": args.cassandra_port}
     root = Path(tempfile.mkdtemp(prefix="bench-latency-")) / "world"
     needed = WARMUP + int(max(rates) * args.seconds) + TICK_ROWS
-    generate(WorldConfig(days=30, seed=13, rows=max(1_000, needed)), root,
+    generate(WorldConfig(days=30, seed=13, rows=max(1_000, needed, args.world_rows)), root,
              progress=False)
     world = load_world(root)
     results = []

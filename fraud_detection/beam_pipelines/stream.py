@@ -51,6 +51,9 @@ GROUP_ID = "fraud-detection-stream"
 # Rows that still fail after this many tries (about 15 minutes of backoff) are reported;
 # a Cassandra restart is well inside it.
 STREAM_WRITE_ATTEMPTS = 40
+# A read bundle's length: its messages and its watermark reach detection only when it
+# ends, and a shard fires only once both topics' watermarks have passed its cell.
+POLL_SECONDS = 0.2
 
 
 class StreamOptions(PipelineOptions):
@@ -127,14 +130,16 @@ def run(argv: list[str], settings: Settings) -> DetectSummary:
     messages = (pipeline
                 | "ReadTransactions" >> ReadFromKafka(
                     settings.kafka_bootstrap, [settings.topic_transactions], GROUP_ID,
-                    bounded=opts.bounded, start_from=opts.start_from, commit_read=False)
+                    bounded=opts.bounded, start_from=opts.start_from, commit_read=False,
+                    poll_seconds=POLL_SECONDS)
                 | "Raw" >> beam.Map(lambda m: (m.position, m.timestamp_ms, m.value)))
     checked = messages | "Validate" >> ValidateMessages(source)
     accounts = checked[VALID] | "KnownAccounts" >> KnownAccounts(settings, source)
     labels = (pipeline
               | "ReadLabels" >> ReadFromKafka(
                   settings.kafka_bootstrap, [settings.topic_labels], GROUP_ID,
-                  bounded=opts.bounded, start_from=opts.start_from, idle_follows_clock=True)
+                  bounded=opts.bounded, start_from=opts.start_from, idle_follows_clock=True,
+                  poll_seconds=POLL_SECONDS)
               | "RawLabels" >> beam.Map(lambda m: (m.position, m.timestamp_ms, m.value))
               | "ValidateLabels" >> ValidateMessages(
                   f"kafka:{settings.topic_labels}", validate_label, counted=False))
