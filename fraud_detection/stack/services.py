@@ -239,6 +239,9 @@ class CassandraNode:
             "concurrent_counter_writes": 8,
             "concurrent_compactors": 1,
             "auto_snapshot": False,
+            # The sink sends a transaction's rows as one batch: up to 7 rows, each with
+            # the reasons, can pass the 5 KiB default and warn on every flagged one.
+            "batch_size_warn_threshold": "16KiB",
         }
         security: list[str] = []
         if self.secure:
