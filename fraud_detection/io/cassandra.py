@@ -49,20 +49,30 @@ def _retryable() -> tuple[type[BaseException], ...]:
             ConnectionError)
 
 
-# A worker set up while a node restarts waits for it, as writes do: Prism ends the job
-# when a DoFn's setup raises.
-CONNECT_ATTEMPTS = 40
+# A worker waits for a restarting node, in setup and in lookups, as writes do: Prism
+# ends the job when a DoFn raises. 40 tries back off for about 15 minutes.
+WAIT_ATTEMPTS = 40
 
 
-def connect_when_up(settings: Settings, attempts: int = CONNECT_ATTEMPTS) -> Any:
-    from fraud_detection.store.keyspace import CassandraUnreachable, connect
+def _backoff(attempt: int, base_seconds: float = 0.25) -> float:
+    return min(base_seconds * 2 ** (attempt - 1), 30.0)
 
+
+def _waiting(call: Callable[[], Any], retryable: tuple[type[BaseException], ...],
+             attempts: int = WAIT_ATTEMPTS) -> Any:
+    """call(), tried again after a backoff while it raises one of `retryable`."""
     for attempt in range(1, attempts):
         try:
-            return connect(settings)
-        except CassandraUnreachable:
-            time.sleep(min(0.25 * 2 ** (attempt - 1), 30.0))
-    return connect(settings)
+            return call()
+        except retryable:
+            time.sleep(_backoff(attempt))
+    return call()
+
+
+def connect_when_up(settings: Settings) -> Any:
+    from fraud_detection.store.keyspace import CassandraUnreachable, connect
+
+    return _waiting(lambda: connect(settings), (CassandraUnreachable,))
 
 
 def _describe(error: BaseException) -> str:
@@ -194,7 +204,7 @@ class _WriteRecordsFn(beam.DoFn):
                 self.failed_records.add(record)
                 continue
             # One backoff per round of retries, not per row: a node outage fails many.
-            pause = min(self.backoff_seconds * 2 ** (attempt - 1), 30.0)
+            pause = _backoff(attempt, self.backoff_seconds)
             if pause > waited:
                 time.sleep(pause - waited)
                 waited = pause
@@ -273,16 +283,8 @@ class _KnownAccountsFn(beam.DoFn):
         yield transaction
 
     def _lookup(self, account: str):
-        # A node restarting must not fail the bundle (Prism would end the job): wait.
-        retryable = _retryable()
-        for attempt in range(1, 41):
-            try:
-                return self.store.session.execute(self.query, (account,)).one()
-            except retryable:
-                if attempt == 40:
-                    raise
-                time.sleep(min(0.25 * 2 ** (attempt - 1), 30.0))
-        return None
+        return _waiting(lambda: self.store.session.execute(self.query, (account,)).one(),
+                        _retryable())
 
     def teardown(self) -> None:
         self.store.close()

@@ -568,9 +568,8 @@ def _account_states(ids: Sequence[str], code: np.ndarray, t: np.ndarray, hour: n
     # Counterparties, least recently paid first: the state's (distinct), then the batch's.
     cp_code = np.concatenate([prior.counterparty_code, code])
     names = pa.array(np.concatenate([prior.counterparties, counterparty]), type=pa.string())
-    encoded = pc.dictionary_encode(names).combine_chunks() \
-        if isinstance(names, pa.ChunkedArray) else pc.dictionary_encode(names)
-    pair = cp_code * (1 << 32) + encoded.indices.to_numpy(zero_copy_only=False)
+    pair = cp_code * (1 << 32) + pc.dictionary_encode(names).indices.to_numpy(
+        zero_copy_only=False)
     reversed_first = np.unique(pair[::-1], return_index=True)[1]
     latest = np.sort(len(pair) - 1 - reversed_first)  # each pair's last use, in order
     latest = latest[np.argsort(cp_code[latest], kind="stable")]
@@ -608,7 +607,7 @@ def _account_states(ids: Sequence[str], code: np.ndarray, t: np.ndarray, hour: n
 def _encode_accounts(ids: Sequence[str], last: np.ndarray, bucket_code: np.ndarray,
                      hours: np.ndarray, counts: np.ndarray, amounts: np.ndarray,
                      recent_code: np.ndarray, recent: np.ndarray, cp_code: np.ndarray,
-                     cp_names: pa.Array, benford_windows: np.ndarray,
+                     names: pa.StringArray, benford_windows: np.ndarray,
                      benford_counts: np.ndarray) -> dict[str, bytes]:
     """encode_account for many accounts from flat arrays grouped by account code: each
     column converted once, each account's bytes sliced out of it."""
@@ -620,7 +619,6 @@ def _encode_accounts(ids: Sequence[str], last: np.ndarray, bucket_code: np.ndarr
     hours_b, counts_b = hours.astype("<i4").tobytes(), counts.astype("<i4").tobytes()
     amounts_b, recent_b = amounts.astype("<i8").tobytes(), recent.astype("<i8").tobytes()
     benford_b = benford_counts.astype("<i4").tobytes()
-    names = cp_names.combine_chunks() if isinstance(cp_names, pa.ChunkedArray) else cp_names
     # A string array's offsets (int32, from its own offset) index its data buffer.
     offsets = np.frombuffer(names.buffers()[1], dtype=np.int32, count=len(names) + 1,
                             offset=names.offset * 4).astype(np.int64)
