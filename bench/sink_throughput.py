@@ -1,11 +1,11 @@
 """Rows/s of WriteToCassandra against the raw driver writing the same rows, same node.
 
 Reference: cassandra-driver's execute_concurrent, the fastest plain-Python way to write
-these rows, sending the same requests (each transaction's rows as one unlogged batch of
-the same prepared statements) at the same concurrency, given the rows ready-made. The
-Beam pipelines read the same generated world from Parquet; the same pipeline with a
-no-op sink is timed too, and its time is taken off, so "net" is what the sink costs.
-Runs alternate. Goal: net ratio >= 0.9. Needs the stack's Cassandra
+these rows, sending the same requests (consecutive transactions' rows packed into
+unlogged batches of the same prepared statements) at the same concurrency, given the
+rows ready-made. The Beam pipelines read the same generated world from Parquet; the
+same pipeline with a no-op sink is timed too, and its time is taken off, so "net" is
+what the sink costs. Runs alternate. Goal: net ratio >= 0.9. Needs the stack's Cassandra
 (`python -m fraud_detection stack up`).
 
     python bench/sink_throughput.py [--transactions 40000] [--runs 2]
@@ -27,7 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from fraud_detection.config import load_settings
 from fraud_detection.datagen.world import WorldConfig, generate
-from fraud_detection.io.cassandra import WriteToCassandra, one_request
+from fraud_detection.io.cassandra import WriteToCassandra, one_request, packed
 from fraud_detection.io.parquet import TRANSACTION_SCHEMA, transaction_files
 from fraud_detection.records import LEGIT, ScoredTransaction, validate_transaction
 from fraud_detection.store.keyspace import apply_schema, connect, drop_keyspace
@@ -45,14 +45,14 @@ def scored_file(path: str) -> list[ScoredTransaction]:
 
 
 def raw_driver(settings, records: list[list[RowWrite]], concurrency: int) -> None:
-    """Each transaction's rows as the same one request the sink sends, ready-made."""
+    """The transactions' rows as the same requests the sink sends, ready-made."""
     from cassandra.concurrent import execute_concurrent
 
     store = connect(settings)
     try:
         prepared = {table: store.prepare(cql) for table, cql in STATEMENTS.items()}
         execute_concurrent(store.session,
-                           ((one_request(prepared, rows), ()) for rows in records),
+                           ((one_request(prepared, rows), ()) for rows in packed(records)),
                            concurrency=concurrency, raise_on_first_error=True)
     finally:
         store.close()

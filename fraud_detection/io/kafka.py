@@ -201,7 +201,8 @@ def _consumer(bootstrap: str, group_id: str | None):
 
     return KafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id,
                          enable_auto_commit=False, auto_offset_reset="earliest",
-                         max_poll_records=2_000)
+                         max_poll_records=2_000, fetch_max_wait_ms=100,
+                         fetch_min_bytes=1 << 20)
 
 
 # The finalizer first: Beam passes it by position, the tracker and estimator by name.
