@@ -51,7 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.latency_workers import BARE_GROUP_ID, world_rows
+from bench.latency_workers import BARE_GROUP_ID, TICK_ROWS, world_rows
 from fraud_detection.beam_pipelines.stream import GROUP_ID as STREAM_GROUP_ID
 from fraud_detection.config import Settings, load_settings
 from fraud_detection.datagen.world import WorldConfig, generate
@@ -69,7 +69,6 @@ from tests.integration.worlds import World, load_world
 
 WORKERS = Path(__file__).with_name("latency_workers.py")
 WARMUP = 40  # transactions, sent before the timed ones and left out of the figures
-TICK_ROWS = 5_000  # transactions for the ticks (sent again in a loop if they run out)
 SYSTEMS = {"bare": "bare kafka-python consumer", "stream": "stream (Prism)"}
 
 

@@ -25,6 +25,7 @@ from apache_beam.utils import shared
 from apache_beam.utils.windowed_value import WindowedValue
 
 from fraud_detection.config import Settings
+from fraud_detection.store.keyspace import backoff, connect_when_up, transient_errors, waiting
 from fraud_detection.store.tables import STATEMENTS, RowWrite
 
 
@@ -40,40 +41,6 @@ class _StoreHolder:
     # utils.shared keeps objects by weak reference, so the store needs a wrapper class.
     def __init__(self, store: Any) -> None:
         self.store = store
-
-
-def _retryable() -> tuple[type[BaseException], ...]:
-    from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
-    from cassandra.cluster import NoHostAvailable
-
-    return (OperationTimedOut, WriteTimeout, ReadTimeout, Unavailable, NoHostAvailable,
-            ConnectionError)
-
-
-# A worker waits for a restarting node, in setup and in lookups, as writes do: Prism
-# ends the job when a DoFn raises. 40 tries back off for about 15 minutes.
-WAIT_ATTEMPTS = 40
-
-
-def _backoff(attempt: int, base_seconds: float = 0.25) -> float:
-    return min(base_seconds * 2 ** (attempt - 1), 30.0)
-
-
-def _waiting(call: Callable[[], Any], retryable: tuple[type[BaseException], ...],
-             attempts: int = WAIT_ATTEMPTS) -> Any:
-    """call(), tried again after a backoff while it raises one of `retryable`."""
-    for attempt in range(1, attempts):
-        try:
-            return call()
-        except retryable:
-            time.sleep(_backoff(attempt))
-    return call()
-
-
-def connect_when_up(settings: Settings) -> Any:
-    from fraud_detection.store.keyspace import CassandraUnreachable, connect
-
-    return _waiting(lambda: connect(settings), (CassandraUnreachable,))
 
 
 def _describe(error: BaseException) -> str:
@@ -155,7 +122,7 @@ class _WriteRecordsFn(beam.DoFn):
                                           tag=tag).store
         self.session = store.session
         self.prepared = {key: store.prepare(cql) for key, cql in self.statements.items()}
-        self.retryable = _retryable()
+        self.retryable = transient_errors()
 
     def start_bundle(self) -> None:
         self.settled = threading.Condition()
@@ -252,7 +219,7 @@ class _WriteRecordsFn(beam.DoFn):
                     self.failed_records.add(record)
                 continue
             # One backoff per round of retries, not per row: a node outage fails many.
-            pause = _backoff(attempt, self.backoff_seconds)
+            pause = backoff(attempt, self.backoff_seconds)
             if pause > waited:
                 time.sleep(pause - waited)
                 waited = pause
@@ -320,7 +287,7 @@ class _KnownAccountsFn(beam.DoFn):
         self.query = self.store.prepare("SELECT account_id FROM accounts WHERE account_id = ?")
         self.known: set[str] = set()
         self.rejected = Metrics.counter("validate", "dead_lettered")
-        self.retryable = _retryable()
+        self.retryable = transient_errors()
 
     def start_bundle(self) -> None:
         self.lookups: dict[str, Any] = {}  # account -> the driver's future of its row
@@ -365,7 +332,7 @@ class _KnownAccountsFn(beam.DoFn):
                 received_at=transaction.event_time)))
 
     def _lookup(self, account: str):
-        return _waiting(lambda: self.store.session.execute(self.query, (account,)).one(),
+        return waiting(lambda: self.store.session.execute(self.query, (account,)).one(),
                         self.retryable)
 
     def teardown(self) -> None:

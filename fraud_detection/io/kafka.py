@@ -201,7 +201,7 @@ def _consumer(bootstrap: str, group_id: str | None):
 
     return KafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id,
                          enable_auto_commit=False, auto_offset_reset="earliest",
-                         max_poll_records=2_000, fetch_max_wait_ms=100,
+                         max_poll_records=2_000, fetch_max_wait_ms=50,
                          fetch_min_bytes=1 << 20)
 
 
@@ -253,6 +253,9 @@ class _ReadTopicFn(DoFn, RestrictionProvider):
     def setup(self) -> None:
         self.consumer = _consumer(self.read.bootstrap, self.read.group_id)
         self.quiet_since: dict[tuple[str, int], float] = {}
+        # (topic, partition) -> the offset the consumer continues from, as the last
+        # bundle left it: a bundle resuming there needs no seek.
+        self.left_at: dict[tuple[str, int], int] = {}
 
     def teardown(self) -> None:
         self.consumer.close()
@@ -304,12 +307,18 @@ class _ReadTopicFn(DoFn, RestrictionProvider):
         finalizer.register(lambda: self._commit(topic, positions, starts))
         tps = {p: TopicPartition(topic, p) for p in starts}
         reading = [p for p in starts if positions[p] < stops[p]]
+        assigned = self.consumer.assignment()
         self.consumer.assign([tps[p] for p in reading])
+        left_at, self.left_at = self.left_at, {}
         for p in reading:
-            self.consumer.seek(tps[p], positions[p])
-        started = time.monotonic()
-        while reading and time.monotonic() - started < self.read.poll_seconds:
-            for tp, records in self.consumer.poll(timeout_ms=200).items():
+            # A seek drops what the consumer has fetched ahead and validates the offset
+            # with the leader again: only where it would not continue from here anyway.
+            if tps[p] not in assigned or left_at.get((topic, p)) != positions[p]:
+                self.consumer.seek(tps[p], positions[p])
+        ends = time.monotonic() + self.read.poll_seconds
+        while reading and (left := ends - time.monotonic()) > 0:
+            # Never past the bundle's end: its messages wait for it.
+            for tp, records in self.consumer.poll(timeout_ms=max(1, int(left * 1000))).items():
                 p = tp.partition
                 for record in records:
                     if not tracker.try_claim((p, record.offset, record.timestamp)):
@@ -342,6 +351,7 @@ class _ReadTopicFn(DoFn, RestrictionProvider):
             reading = [p for p in reading if positions[p] < stops[p]
                        and self.consumer.position(tps[p]) < stops[p]]
         if reading:
+            self.left_at = {(topic, p): self.consumer.position(tps[p]) for p in reading}
             tracker.defer_remainder(Duration(seconds=0.1))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,41 @@ class SchemaError(UsageError):
 
 class CassandraUnreachable(SchemaError):
     """No node answered: may pass (a node restarting), unlike a missing keyspace."""
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """What a restarting or overloaded node raises: worth trying again."""
+    from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+    from cassandra.cluster import NoHostAvailable
+
+    return (OperationTimedOut, WriteTimeout, ReadTimeout, Unavailable, NoHostAvailable,
+            ConnectionError, CassandraUnreachable)
+
+
+# A worker waits for a restarting node, in setup and in lookups, as writes do: Prism
+# ends the job when a DoFn raises. 40 tries back off for about 15 minutes.
+WAIT_ATTEMPTS = 40
+
+
+def backoff(attempt: int, base_seconds: float = 0.25) -> float:
+    return min(base_seconds * 2 ** (attempt - 1), 30.0)
+
+
+def waiting(call: Callable[[], Any], retryable: tuple[type[BaseException], ...],
+            attempts: int = WAIT_ATTEMPTS) -> Any:
+    """call(), tried again after a backoff while it raises one of `retryable`."""
+    for attempt in range(1, attempts):
+        try:
+            return call()
+        except retryable:
+            time.sleep(backoff(attempt))
+    return call()
+
+
+def connect_when_up(settings: Settings) -> Store:
+    """connect(), waiting for a node that does not answer yet (a missing keyspace fails
+    at once)."""
+    return waiting(lambda: connect(settings), (CassandraUnreachable,))
 
 
 @dataclass(frozen=True)
@@ -143,11 +179,18 @@ class Store:
 def connect(settings: Settings) -> Store:
     """Our keyspace's store; a missing keyspace or unreachable cluster is a one-line
     SchemaError."""
+    from cassandra import OperationTimedOut
+    from cassandra.cluster import NoHostAvailable
+
     keyspace = _keyspace_name(settings)
     session = _session(settings)
-    found = session.execute(
-        session.prepare("SELECT keyspace_name FROM system_schema.keyspaces "
-                        "WHERE keyspace_name = ?"), (keyspace,)).one()
+    try:
+        found = session.execute(
+            session.prepare("SELECT keyspace_name FROM system_schema.keyspaces "
+                            "WHERE keyspace_name = ?"), (keyspace,)).one()
+    except (NoHostAvailable, OperationTimedOut) as exc:  # the node went down meanwhile
+        session.cluster.shutdown()
+        raise CassandraUnreachable(f"Cassandra stopped answering: {_first_error(exc)}") from None
     if found is None:
         session.cluster.shutdown()
         raise SchemaError(f"keyspace {keyspace!r} does not exist; run "

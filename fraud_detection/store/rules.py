@@ -7,7 +7,7 @@ import datetime as dt
 import yaml
 
 from fraud_detection.config import Settings
-from fraud_detection.store.keyspace import Store, connect
+from fraud_detection.store.keyspace import Store, connect_when_up, transient_errors, waiting
 from fraud_detection.transforms.rules import Rule, RuleError, RulesSource, parse_rules, rule_to_dict
 
 _SELECT = "SELECT rule_id, definition, paused FROM rules"
@@ -59,8 +59,12 @@ class StoredRules(RulesSource):
 
     def load(self) -> list[Rule]:
         if self._store is None:
-            self._store = connect(self.settings)
-        rules = stored_rules(self._store)
+            # A worker's first load (in its setup) waits for a restarting node; a reload
+            # fails at once and the rules in force stay (RulesCache).
+            self._store = connect_when_up(self.settings)
+            rules = waiting(lambda: stored_rules(self._store), transient_errors())
+        else:
+            rules = stored_rules(self._store)
         if not rules:
             raise RuleError("the rules table is empty; load rules with "
                             "`python -m fraud_detection rules load FILE`")
