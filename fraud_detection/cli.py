@@ -538,7 +538,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     trn.add_argument("--until", type=_date, help="last day to train on (default: all)")
 
     evl = command("evaluate", cmd_evaluate,
-                  "time-split evaluation: the model, the rules and the seed rule side by side")
+                  "time-split evaluation: the model, the rules and the seed rule side by "
+                  "side, each figure with a bootstrap 95%% interval over the test days")
     feature_args(evl)
     evl.add_argument("--train-days", type=_positive_int, default=30)
     evl.add_argument("--delay-days", type=int, default=7,
