@@ -218,15 +218,16 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     import tempfile
 
     from fraud_detection.beam_pipelines.validate import input_pattern
-    from fraud_detection.evaluation import check_input, evaluate_table
+    from fraud_detection.evaluation import Windows, check_input, evaluate_table
 
+    windows = Windows(args.train_from, args.train_to, args.test_from, args.test_to)
     # Labels and days are checked first: computing the features takes minutes.
     check_input(input_pattern(str(args.input or settings.data_dir)), args.train_days,
-                args.delay_days, args.test_days)
+                args.delay_days, args.test_days, windows)
     with tempfile.TemporaryDirectory(prefix="fraud-evaluate-") as tmp:
         table = _feature_table(args, settings, Path(tmp))
     report = evaluate_table(table, args.train_days, args.delay_days, args.test_days,
-                            settings.fraud_threshold, k=args.k)
+                            settings.fraud_threshold, k=args.k, windows=windows)
     text = f"{report.summary()}\n\n{report.table()}"
     print(text)
     if args.report:
@@ -539,12 +540,23 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
 
     evl = command("evaluate", cmd_evaluate,
                   "time-split evaluation: the model, the rules and the seed rule side by "
-                  "side, each figure with a bootstrap 95%% interval over the test days")
+                  "side, each figure with its bootstrap interval over the test days")
     feature_args(evl)
-    evl.add_argument("--train-days", type=_positive_int, default=30)
+    evl.add_argument("--train-days", type=_positive_int, default=30,
+                     help="training window length, from --train-from (default: the "
+                          "input's first day); --train-to sets its end instead")
     evl.add_argument("--delay-days", type=int, default=7,
-                     help="days between training and testing (labels arrive late)")
-    evl.add_argument("--test-days", type=_positive_int, default=21)
+                     help="days between training and testing (labels arrive late); "
+                          "--test-from sets the test start instead")
+    evl.add_argument("--test-days", type=_positive_int, default=21,
+                     help="test window length; --test-to sets its end instead")
+    for flag, what in (("--train-from", "first training day"),
+                       ("--train-to", "last training day"),
+                       ("--test-from", "first test day"), ("--test-to", "last test day")):
+        evl.add_argument(flag, type=_date, metavar="YYYY-MM-DD",
+                         help=f"{what}; every input day before the test window's end "
+                              "feeds the features, only the windows feed the model and "
+                              "the metrics" if flag == "--test-to" else what)
     evl.add_argument("--k", type=_positive_int, default=100,
                      help="accounts an analyst reviews per day (precision@k)")
     evl.add_argument("--report", type=Path, help="also write the table to this file")

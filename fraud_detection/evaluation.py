@@ -163,19 +163,51 @@ def _result(name: str, scores: np.ndarray, flagged: np.ndarray, labels: np.ndarr
             lambda rows: float(day_precision[rows].mean()), day_list))
 
 
-def time_split(days: list[dt.date], train_days: int, delay_days: int,
-               test_days: int) -> tuple[tuple[dt.date, dt.date], tuple[dt.date, dt.date]]:
-    first = min(days)
-    train = (first, first + dt.timedelta(days=train_days - 1))
-    test_first = train[1] + dt.timedelta(days=delay_days + 1)
-    test = (test_first, test_first + dt.timedelta(days=test_days - 1))
-    if test[1] > max(days):
-        raise UsageError(f"the data covers {first}..{max(days)}, but train {train_days} + "
-                         f"delay {delay_days} + test {test_days} days end on {test[1]}")
-    return train, test
+@dataclass(frozen=True)
+class Windows:
+    """Explicit dates: what a user passes; None is worked out from the day counts."""
+    train_from: dt.date | None = None
+    train_to: dt.date | None = None
+    test_from: dt.date | None = None
+    test_to: dt.date | None = None
 
 
-def check_input(pattern: str, train_days: int, delay_days: int, test_days: int) -> None:
+def time_split(days: list[dt.date], train_days: int, delay_days: int, test_days: int,
+               windows: Windows = Windows()
+               ) -> tuple[tuple[dt.date, dt.date], tuple[dt.date, dt.date]]:
+    """(train first, last), (test first, last). By default training starts on the first
+    day; a date given in `windows` overrides what the day counts would give. The delay
+    (labels not yet known) separates the two: with --test-from it is the days between."""
+    day = dt.timedelta(days=1)
+    first, last = min(days), max(days)
+    train_from = windows.train_from or first
+    train_to = windows.train_to or train_from + (train_days - 1) * day
+    test_from = windows.test_from or train_to + (delay_days + 1) * day
+    test_to = windows.test_to or test_from + (test_days - 1) * day
+    if train_to < train_from:
+        raise UsageError(f"the training window ends ({train_to}) before it starts "
+                         f"({train_from})")
+    if test_to < test_from:
+        raise UsageError(f"the test window ends ({test_to}) before it starts ({test_from})")
+    if test_from <= train_to:
+        raise UsageError(f"the test window ({test_from}..{test_to}) must start after the "
+                         f"training window ({train_from}..{train_to}) ends")
+    if test_to > last:
+        train = (f"{train_days}" if windows.train_to is None and windows.train_from is None
+                 else f"{train_from}..{train_to}")
+        test = (f"{test_days}" if windows.test_from is None and windows.test_to is None
+                else f"{test_from}..{test_to}")
+        raise UsageError(f"the data covers {first}..{last}, but train {train} + delay "
+                         f"{(test_from - train_to).days - 1} + test {test} days end on "
+                         f"{test_to}")
+    if train_from < first:
+        raise UsageError(f"the data covers {first}..{last}, but training starts on "
+                         f"{train_from}")
+    return (train_from, train_to), (test_from, test_to)
+
+
+def check_input(pattern: str, train_days: int, delay_days: int, test_days: int,
+                windows: Windows = Windows()) -> None:
     """Fails in one line, before any feature is computed, when the transactions a glob
     matches cannot be evaluated: no fraud labels, too few days for train + delay + test,
     or no fraud in the train or the test days. Reads only their times and labels."""
@@ -194,7 +226,7 @@ def check_input(pattern: str, train_days: int, delay_days: int, test_days: int) 
                          "unlabelled or legit): nothing to evaluate against")
     days = pc.cast(pc.floor_temporal(table["event_time"], unit="day"), pa.date32())
     distinct = pc.unique(days.drop_null()).to_pylist()
-    train, test = time_split(distinct, train_days, delay_days, test_days)
+    train, test = time_split(distinct, train_days, delay_days, test_days, windows)
     for name, (first, last) in (("train", train), ("test", test)):
         inside = pc.and_(pc.greater_equal(days, first), pc.less_equal(days, last))
         if not pc.any(pc.and_(fraud, inside)).as_py():
@@ -202,14 +234,16 @@ def check_input(pattern: str, train_days: int, delay_days: int, test_days: int) 
 
 
 def evaluate_table(table: pa.Table, train_days: int, delay_days: int, test_days: int,
-                   threshold: float, k: int = 100, seed: int = 0) -> EvaluationReport:
+                   threshold: float, k: int = 100, seed: int = 0,
+                   windows: Windows = Windows()) -> EvaluationReport:
     """Trains on the train days of a feature table (see beam_pipelines/features.py) and
-    scores the test days with every system."""
+    scores the test days with every system. Every earlier day fed the features."""
     days = np.array([t.date() for t in table["event_time"].to_pylist()])
     labels = np.array([label or LEGIT for label in table["label"].to_pylist()], dtype=object)
     if (labels == LEGIT).all():
         raise UsageError("the input has no fraud labels: nothing to evaluate against")
-    train_range, test_range = time_split(days.tolist(), train_days, delay_days, test_days)
+    train_range, test_range = time_split(days.tolist(), train_days, delay_days, test_days,
+                                         windows)
     in_train = (days >= train_range[0]) & (days <= train_range[1])
     in_test = (days >= test_range[0]) & (days <= test_range[1])
     vectors = np.column_stack([table[name].to_numpy() for name in MODEL_FEATURES])

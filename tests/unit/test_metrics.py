@@ -1,17 +1,25 @@
-"""The evaluation's metrics against small cases worked out by hand."""
+"""The evaluation's metrics against small cases worked out by hand, its windows, and
+that it leaks nothing from the test window."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 
 import numpy as np
+import pyarrow as pa
+import pytest
 
+from fraud_detection.errors import UsageError
 from fraud_detection.evaluation import (
+    Windows,
     _result,
     bootstrap_interval,
+    evaluate_table,
     precision_at_k_by_day,
     precision_at_k_per_day,
+    time_split,
 )
 
 D1, D2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
@@ -84,3 +92,82 @@ def test_undefined_resamples_are_left_out():
         lambda rows: float(values[rows].mean()) if len(set(rows)) > 1 else float("nan"),
         groups)
     assert low == high == 1.5
+
+
+def _days(first: str, last: str) -> list[dt.date]:
+    start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def test_windows_from_day_counts_and_from_dates():
+    days = _days("2024-01-01", "2024-01-10")
+    d = dt.date.fromisoformat
+    assert time_split(days, 5, 1, 4) == ((d("2024-01-01"), d("2024-01-05")),
+                                          (d("2024-01-07"), d("2024-01-10")))
+    # Warm-up: training starts later; the days before it still feed the features.
+    assert time_split(days, 3, 0, 2, Windows(train_from=d("2024-01-02"))) == (
+        (d("2024-01-02"), d("2024-01-04")), (d("2024-01-05"), d("2024-01-06")))
+    # Dates win over counts; the delay is then the days between.
+    assert time_split(days, 30, 7, 21, Windows(d("2024-01-01"), d("2024-01-03"),
+                                               d("2024-01-06"), d("2024-01-08"))) == (
+        (d("2024-01-01"), d("2024-01-03")), (d("2024-01-06"), d("2024-01-08")))
+    assert time_split(days, 2, 1, 3, Windows(train_to=d("2024-01-04"))) == (
+        (d("2024-01-01"), d("2024-01-04")), (d("2024-01-06"), d("2024-01-08")))
+
+
+def test_windows_that_overlap_or_leave_the_data_are_refused():
+    days = _days("2024-01-01", "2024-01-10")
+    d = dt.date.fromisoformat
+    with pytest.raises(UsageError, match="must start after the training window"):
+        time_split(days, 5, 1, 3, Windows(test_from=d("2024-01-05")))
+    with pytest.raises(UsageError, match=r"ends .* before it starts"):
+        time_split(days, 5, 1, 3, Windows(train_from=d("2024-01-05"),
+                                          train_to=d("2024-01-04")))
+    with pytest.raises(UsageError, match=re.escape("train 5 + delay 1 + test 2024-01-07..")):
+        time_split(days, 5, 1, 3, Windows(test_to=d("2024-01-12")))
+    with pytest.raises(UsageError, match="training starts on 2023-12-31"):
+        time_split(days, 5, 1, 3, Windows(train_from=d("2023-12-31")))
+
+
+@pytest.fixture(scope="module")
+def feature_table(tmp_path_factory) -> pa.Table:
+    """A 21-day world's feature table (the table `features` writes)."""
+    from fraud_detection.datagen.world import WorldConfig, generate
+    from fraud_detection.io.parquet import read_transactions
+    from fraud_detection.transforms import kernel
+    from fraud_detection.transforms.rules import load_rules
+
+    out = tmp_path_factory.mktemp("metrics-world")
+    generate(WorldConfig(days=21, seed=11, rows=12_000, banks=1), out, progress=False)
+    return kernel.detect(read_transactions(out), kernel.Decider(load_rules(), 0.5),
+                         features_only=True)
+
+
+def test_evaluation_is_reproducible_and_windows_equal_their_counts(feature_table):
+    d = dt.date.fromisoformat
+    by_counts = evaluate_table(feature_table, 10, 2, 7, 0.5, k=10)
+    assert by_counts == evaluate_table(feature_table, 10, 2, 7, 0.5, k=10)
+    by_dates = evaluate_table(feature_table, 99, 99, 99, 0.5, k=10, windows=Windows(
+        d("2024-01-01"), d("2024-01-10"), d("2024-01-13"), d("2024-01-19")))
+    assert by_dates == by_counts
+
+
+def test_shuffled_test_labels_give_chance_level_precision(feature_table):
+    """No leakage: if the test window's labels are shuffled, nothing the model learned
+    can find them, and its AP falls to about the fraud rate."""
+    rng = np.random.default_rng(0)
+    days = np.array([t.date() for t in feature_table["event_time"].to_pylist()])
+    in_test = (days >= dt.date(2024, 1, 13)) & (days <= dt.date(2024, 1, 19))
+    labels = np.array(feature_table["label"].to_pylist(), dtype=object)
+    shuffled = labels.copy()
+    shuffled[in_test] = rng.permutation(labels[in_test])
+    table = feature_table.set_column(feature_table.schema.get_field_index("label"), "label",
+                                     pa.array(shuffled.tolist(), pa.string()))
+    honest = evaluate_table(feature_table, 10, 2, 7, 0.5, k=10)
+    blind = evaluate_table(table, 10, 2, 7, 0.5, k=10)
+    assert (blind.test_rows, blind.test_frauds) == (honest.test_rows, honest.test_frauds)
+    rate = blind.test_frauds / blind.test_rows
+    model = {s.name: s for s in blind.systems}["model alone"]
+    assert model.average_precision < 3 * rate
+    assert abs(model.auc_roc - 0.5) < 0.1
+    assert {s.name: s for s in honest.systems}["model alone"].average_precision > 5 * rate
