@@ -18,8 +18,7 @@ FRAUD_* environment (tests.integration.streaming.settings_env).
     python bench/latency_workers.py bare
         the reference: a kafka-python consumer that writes the transactions' rows with
         prepared async upserts (packed into unlogged batches as the sink packs them), and
-        commits its group's offsets
-        once they are stored; runs until SIGTERM
+        commits its group's offsets once they are stored; runs until SIGTERM
 """
 
 from __future__ import annotations
@@ -161,8 +160,7 @@ def send(settings, world: Path, warmup: int, count: int, rate: float,
 def bare_consumer(settings) -> None:
     """Poll, validate, write the same rows as the pipeline with async prepared upserts
     (consecutive transactions' rows packed into unlogged batches, as the sink sends
-    them), wait for them,
-    commit the batch's offsets; until SIGTERM."""
+    them), wait for them, commit the batch's offsets; until SIGTERM."""
     from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
     from fraud_detection.io.cassandra import one_request, packed

@@ -98,8 +98,7 @@ class _WriteRecordsFn(beam.DoFn):
                  to_rows: Callable[[Any], Iterable[RowWrite]], max_in_flight: int,
                  max_attempts: int, backoff_seconds: float,
                  position_of: Callable[[Any], str] | None = None,
-                 records_of: Callable[[Any], Iterable[Any]] | None = None,
-                 rows_per_request: int = ROWS_PER_REQUEST) -> None:
+                 records_of: Callable[[Any], Iterable[Any]] | None = None) -> None:
         self.settings = settings
         self.statements = dict(statements)
         self.to_rows = to_rows
@@ -108,7 +107,6 @@ class _WriteRecordsFn(beam.DoFn):
         self.max_in_flight = max_in_flight
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
-        self.rows_per_request = rows_per_request
         self.shared_store = shared.Shared()
         self.written = Metrics.counter("cassandra", "rows_written")
         self.retries = Metrics.counter("cassandra", "retries")
@@ -142,7 +140,7 @@ class _WriteRecordsFn(beam.DoFn):
             rows = list(self.to_rows(record))
             if not rows:
                 continue
-            if self.filling and self.filling_rows + len(rows) > self.rows_per_request:
+            if self.filling and self.filling_rows + len(rows) > ROWS_PER_REQUEST:
                 self._send_filling()
             self.filling.append((index, rows))
             self.filling_rows += len(rows)
