@@ -212,8 +212,9 @@ def _session(settings: Settings):
 
 
 def _first_error(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None) or {}
-    first = next(iter(errors.values()), exc)
+    # NoHostAvailable.errors: host -> error, or (a new session's pool) the hosts tried.
+    errors = getattr(exc, "errors", None)
+    first = next(iter(errors.values()), exc) if isinstance(errors, dict) else exc
     return str(first).splitlines()[0][:200]
 
 
