@@ -58,13 +58,18 @@ MIN_HISTORY_FOR_ZSCORE = 5
 BENFORD_WINDOW_DAYS = 30  # as BenfordReports' default, so the verdict matches the report
 DELAY_DAYS = 7  # labels are known this long after the transaction
 WINDOW_DAYS = 28  # counterparty risk over this many days, ending DELAY_DAYS back
-MIN_TRANSACTIONS = 10  # below this a counterparty's fraud share says nothing
+# A counterparty's fraud share starts as if it had PRIOR_WEIGHT transactions at this
+# rate, so a few transactions move it only a little (not zero below a count, nor 1.0
+# after one fraud in one transaction).
+PRIOR_FRAUD_RATE = 0.005
+PRIOR_WEIGHT = 10
 NO_RISK_TYPES = frozenset({"cash"})  # ATMs: a shared counterparty, not a merchant
 LATE_REASON = "arrived late: scored against a history that already held later events"
 
-FEATURE_NAMES = (
+# Computed by the account step, carried in FEATURED_SCHEMA.
+ACCOUNT_FEATURES = (
     "count_1h", "amount_1h", "count_24h", "amount_24h", "count_7d", "amount_7d",
-    "count_30d", "amount_30d",
+    "count_30d", "amount_30d",  # the account's transactions before this one
     "amount_zscore",  # robust: (amount - median) / (1.4826 * MAD); 0 without history
     "amount_to_median",  # amount / median of recent amounts; 1 without history
     "seconds_since_last",  # -1 for the account's first transaction, 0 for a late one
@@ -73,8 +78,23 @@ FEATURE_NAMES = (
     "weekend",
     # The account's amounts in the previous Benford window broke Benford's law.
     "benford_nonconforming",
-    "counterparty_risk",  # fraud share of the counterparty, from delayed labels
 )
+# Derived from those when read: the account's mean amount before this transaction over
+# a window (0 without history), and this amount against it (1 without history).
+MEAN_WINDOWS = ("24h", "7d", "30d")
+DERIVED_FEATURES = (*(f"mean_{w}" for w in MEAN_WINDOWS),
+                    *(f"amount_to_mean_{w}" for w in MEAN_WINDOWS))
+# Computed by the counterparty step from its state and delayed labels, each window ending
+# delay_days before the transaction's day: its transactions, and the share confirmed as
+# fraud, smoothed toward PRIOR_FRAUD_RATE; counterparty_risk is that share over
+# window_days, the one rules name. Cash counterparties carry none (0).
+COUNTERPARTY_WINDOWS = (1, 7, 30)
+COUNTERPARTY_FEATURES = (
+    "counterparty_risk",
+    *(f"counterparty_count_{d}d" for d in COUNTERPARTY_WINDOWS),
+    *(f"counterparty_fraud_{d}d" for d in COUNTERPARTY_WINDOWS),
+)
+FEATURE_NAMES = (*ACCOUNT_FEATURES, *DERIVED_FEATURES, *COUNTERPARTY_FEATURES)
 MODEL_FEATURES: tuple[str, ...] = (
     *FEATURE_NAMES, "log_amount", "hour",
     *(f"tx_type_{t}" for t in TX_TYPES),
@@ -90,7 +110,7 @@ POSITION = "position"
 ARRIVAL = "arrival"
 FEATURED_SCHEMA = pa.schema([
     *TRANSACTION_SCHEMA, (POSITION, pa.string()), ("late", pa.bool_()),
-    *((name, _FEATURE_TYPES.get(name, pa.float64())) for name in FEATURE_NAMES[:-1]),
+    *((name, _FEATURE_TYPES.get(name, pa.float64())) for name in ACCOUNT_FEATURES),
 ])
 SCORE_FIELDS = [("score", pa.float64()), ("flagged", pa.bool_()),
                 ("reasons", pa.list_(pa.string())), ("late", pa.bool_()),
@@ -697,14 +717,14 @@ def _slices(codes: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
     return order, np.searchsorted(codes[order], np.arange(groups + 1))
 
 
-def counterparty_risk(table: pa.Table, labels: pa.Table | None,
-                      states: Mapping[str, bytes] | None, delay_days: int = DELAY_DAYS,
-                      window_days: int = WINDOW_DAYS,
-                      keep_state: bool = True) -> tuple[np.ndarray, dict[str, bytes]]:
-    """Each row's counterparty risk: the fraud share of its counterparty's transactions
-    over window_days ending delay_days before the row's day, from the state, the batch's
-    rows (their own labels) and analysts' labels given at or before the row's time.
-    Cash counterparties carry none."""
+def counterparty_features(table: pa.Table, labels: pa.Table | None,
+                          states: Mapping[str, bytes] | None, delay_days: int = DELAY_DAYS,
+                          window_days: int = WINDOW_DAYS, keep_state: bool = True,
+                          ) -> tuple[dict[str, np.ndarray], dict[str, bytes]]:
+    """Each row's COUNTERPARTY_FEATURES: its counterparty's transactions and their fraud
+    share over windows ending delay_days before the row's day, from the state, the
+    batch's rows (their own labels) and analysts' labels given at or before the row's
+    time. Cash counterparties carry none."""
     states = states or {}
     n = table.num_rows
     cp = _strings(table, "counterparty_id")
@@ -747,16 +767,24 @@ def counterparty_risk(table: pa.Table, labels: pa.Table | None,
     fraud = np.concatenate([[0], np.cumsum(day_fraud[order])])
     newest = day - delay_days  # exclusive: labels before it are known
     row_key = np.maximum(code, 0) * (1 << 32)
-    lo = np.searchsorted(keys, row_key + newest - window_days, side="left")
     hi = np.searchsorted(keys, row_key + newest, side="left")
-    total, frauds = count[hi] - count[lo], fraud[hi] - fraud[lo]
-    for i in np.flatnonzero(label_fraud).tolist():  # few: analysts' verdicts
-        frauds = frauds + ((code == label_code[i]) & (t >= label_at[i])
-                           & (label_day[i] >= newest - window_days) & (label_day[i] < newest))
-    share = np.where((code >= 0) & (total >= MIN_TRANSACTIONS),
-                     frauds / np.maximum(total, 1), 0.0)
+    verdicts = np.flatnonzero(label_fraud).tolist()  # few: analysts' verdicts
+    features: dict[str, np.ndarray] = {}
+    for days, names in ((window_days, ("", "counterparty_risk")),
+                        *((d, (f"counterparty_count_{d}d", f"counterparty_fraud_{d}d"))
+                          for d in COUNTERPARTY_WINDOWS)):
+        lo = np.searchsorted(keys, row_key + newest - days, side="left")
+        total, frauds = count[hi] - count[lo], fraud[hi] - fraud[lo]
+        for i in verdicts:
+            frauds = frauds + ((code == label_code[i]) & (t >= label_at[i])
+                               & (label_day[i] >= newest - days) & (label_day[i] < newest))
+        share = (frauds + PRIOR_WEIGHT * PRIOR_FRAUD_RATE) / (total + PRIOR_WEIGHT)
+        counted_total, share = np.where(code >= 0, total, 0), np.where(code >= 0, share, 0.0)
+        if names[0]:
+            features[names[0]] = counted_total.astype(np.float64)
+        features[names[1]] = round6(share)
     if not keep_state:
-        return round6(share), {}
+        return features, {}
 
     # The new state of each counterparty in the batch (few per streaming batch).
     add_code = np.concatenate([day_code, label_code[label_fraud]])
@@ -773,7 +801,7 @@ def counterparty_risk(table: pa.Table, labels: pa.Table | None,
         moments = [t[row_order[row_at[c]:row_at[c + 1]]], label_at[mine_labels]]
         last = max([int(m.max()) for m in moments if len(m)]
                    + ([prior.last_micros] if prior else []))
-        oldest = last // DAY_MICROS - delay_days - window_days
+        oldest = last // DAY_MICROS - delay_days - max(window_days, *COUNTERPARTY_WINDOWS)
         mine = add_order[add_at[c]:add_at[c + 1]]
         keep = mine[add_day[mine] >= oldest]
         unique, inverse = np.unique(add_day[keep], return_inverse=True)
@@ -788,7 +816,7 @@ def counterparty_risk(table: pa.Table, labels: pa.Table | None,
             np.bincount(inverse, weights=add_fraud[keep]).astype(np.int64),
             [x for x, s in zip(labelled, still.tolist(), strict=True) if s],
             labelled_days[still]))
-    return round6(share), new_states
+    return features, new_states
 
 
 def _column(table: pa.Table, features: Mapping[str, np.ndarray],
@@ -928,11 +956,19 @@ def hit_text(rule_id: str, description: str, field: str, value: Any) -> str:
 
 
 def features_of(table: pa.Table) -> dict[str, np.ndarray]:
-    """The feature columns of a featured table, as numpy arrays."""
+    """The account features of a featured table, and those derived from them, as numpy
+    arrays."""
     out = {}
-    for name in FEATURE_NAMES[:-1]:
+    for name in ACCOUNT_FEATURES:
         column = table[name].combine_chunks()
         out[name] = column.to_numpy(zero_copy_only=False)
+    amount, _ = _int_column(table, "amount_cents")
+    for window in MEAN_WINDOWS:
+        count = out[f"count_{window}"]
+        mean = np.where(count > 0, out[f"amount_{window}"] / np.maximum(count, 1), 0.0)
+        out[f"mean_{window}"] = round6(mean)
+        out[f"amount_to_mean_{window}"] = round6(
+            np.where(count > 0, amount / np.maximum(mean, 1.0), 1.0))
     return out
 
 
@@ -969,10 +1005,9 @@ def counterparty_step(featured: pa.Table, states: Mapping[str, bytes] | None,
     features_only the training table (FEATURE_TABLE_SCHEMA); the counterparties' new
     state). labels: analysts' verdicts (LABEL_SCHEMA) on those counterparties."""
     table = in_order(featured, "counterparty_id")
-    risk, new_states = counterparty_risk(table, labels, states, delay_days, window_days,
-                                         keep_state)
-    features = features_of(table)
-    features["counterparty_risk"] = risk
+    features, new_states = counterparty_features(table, labels, states, delay_days,
+                                                 window_days, keep_state)
+    features.update(features_of(table))
     if features_only:
         return training_rows(table, features, decider.rules if decider else ()), new_states
     return decide(table, features, decider), new_states

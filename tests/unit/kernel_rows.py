@@ -18,15 +18,16 @@ from fraud_detection.transforms.rules import Rule, evaluate
 def featured_rows(table: pa.Table, labels: pa.Table | None = None,
                   delay_days: int = kernel.DELAY_DAYS,
                   window_days: int = kernel.WINDOW_DAYS) -> dict[str, dict[str, Any]]:
-    """transaction id -> its fields, late and every feature (with counterparty risk), from
-    the kernel's two steps over the whole table from empty state."""
+    """transaction id -> its fields, late and every feature (FEATURE_NAMES), from the
+    kernel's two steps over the whole table from empty state."""
     featured, _ = kernel.account_step(table, None, keep_state=False)
     ordered = kernel.in_order(featured, "counterparty_id")
-    risk, _ = kernel.counterparty_risk(ordered, labels, None, delay_days, window_days,
-                                       keep_state=False)
+    features, _ = kernel.counterparty_features(ordered, labels, None, delay_days,
+                                               window_days, keep_state=False)
+    features.update(kernel.features_of(ordered))
     rows = {}
-    for row, value in zip(ordered.to_pylist(), risk.tolist(), strict=True):
-        row["counterparty_risk"] = value
+    for i, row in enumerate(ordered.to_pylist()):
+        row.update((name, features[name][i].item()) for name in kernel.FEATURE_NAMES)
         rows[row["transaction_id"]] = row
     return rows
 

@@ -1,4 +1,4 @@
-"""Counterparty risk from delayed labels: kernel.counterparty_risk / counterparty_step,
+"""Counterparty risk from delayed labels: kernel.counterparty_features / counterparty_step,
 and DetectFraud with analysts' labels on Beam."""
 
 import datetime as dt
@@ -9,7 +9,7 @@ import pyarrow as pa
 from fraud_detection.records import LabelEvent, Transaction
 from fraud_detection.transforms import kernel
 from fraud_detection.transforms.detect import DetectFraud
-from fraud_detection.transforms.kernel import MIN_TRANSACTIONS
+from fraud_detection.transforms.kernel import PRIOR_FRAUD_RATE, PRIOR_WEIGHT
 from tests.unit.kernel_rows import collect, featured_rows, table_rows
 
 T0 = dt.datetime(2024, 3, 1, 12, tzinfo=dt.UTC)
@@ -33,6 +33,17 @@ def _table(transactions) -> pa.Table:
     return kernel.in_order(kernel.table_of(transactions), "counterparty_id")
 
 
+def smoothed(frauds: int, total: int) -> float:
+    """The share the kernel gives frauds of total, with its prior."""
+    return round((frauds + PRIOR_WEIGHT * PRIOR_FRAUD_RATE) / (total + PRIOR_WEIGHT), 6)
+
+
+def risk_of(table, labels, states, delay_days, window_days, keep_state=True):
+    features, changed = kernel.counterparty_features(table, labels, states, delay_days,
+                                                     window_days, keep_state)
+    return features["counterparty_risk"], changed
+
+
 def _labels(events) -> pa.Table | None:
     return kernel.labels_table(events) if events else None
 
@@ -50,7 +61,7 @@ class Counterparty:
 
     def add(self, transactions=(), events=()) -> None:
         transactions, events = list(transactions), list(events)
-        _, changed = kernel.counterparty_risk(
+        _, changed = risk_of(
             _table(transactions) if transactions else _table([]), _labels(events),
             self.states, self.delay_days, self.window_days)
         self.states.update(changed)
@@ -59,11 +70,11 @@ class Counterparty:
 
     def risk(self, at: dt.datetime, merchant: str = "m-1") -> float:
         probe = tx(at, None, merchant)
-        carried, _ = kernel.counterparty_risk(_table([probe]), None, self.states,
+        carried, _ = risk_of(_table([probe]), None, self.states,
                                               self.delay_days, self.window_days,
                                               keep_state=False)
         whole = _table([*self.history, probe])
-        at_once, _ = kernel.counterparty_risk(whole, _labels(self.events), None,
+        at_once, _ = risk_of(whole, _labels(self.events), None,
                                               self.delay_days, self.window_days,
                                               keep_state=False)
         row = whole["transaction_id"].to_pylist().index(probe.transaction_id)
@@ -74,26 +85,27 @@ class Counterparty:
 def test_labels_count_only_after_the_delay_and_within_the_window():
     history = Counterparty(delay_days=7, window_days=14)
     history.add([tx(day(0), "compromised_merchant" if i < 5 else "legit") for i in range(20)])
-    assert history.risk(day(0)) == 0.0
-    assert history.risk(day(6)) == 0.0  # the frauds are not confirmed yet
-    assert history.risk(day(7.5)) == 0.25
-    assert history.risk(day(20)) == 0.25  # day 0 is still inside [day 6, day 20)
-    assert history.risk(day(22)) == 0.0  # and now it has left the window
-    assert history.risk(day(7.5), merchant="m-2") == 0.0  # another counterparty's
+    assert history.risk(day(0)) == smoothed(0, 0) == PRIOR_FRAUD_RATE
+    assert history.risk(day(6)) == smoothed(0, 0)  # the frauds are not confirmed yet
+    assert history.risk(day(7.5)) == smoothed(5, 20)
+    assert history.risk(day(20)) == smoothed(5, 20)  # day 0 is still inside [day 6, day 20)
+    assert history.risk(day(22)) == smoothed(0, 0)  # and now it has left the window
+    assert history.risk(day(7.5), merchant="m-2") == smoothed(0, 0)  # another's
 
 
-def test_too_few_transactions_say_nothing():
+def test_few_transactions_move_the_share_only_a_little():
     history = Counterparty(delay_days=1, window_days=7)
-    history.add([tx(day(0), "card_testing") for _ in range(MIN_TRANSACTIONS - 1)])
-    assert history.risk(day(2)) == 0.0
+    history.add([tx(day(0), "card_testing")])
+    assert history.risk(day(2)) == smoothed(1, 1) < 0.1  # one fraud is not a certainty
+    history.add([tx(day(0), "card_testing") for _ in range(8)])
     history.add([tx(day(0), "legit")])
-    assert history.risk(day(2)) == round((MIN_TRANSACTIONS - 1) / MIN_TRANSACTIONS, 6)
+    assert history.risk(day(2)) == smoothed(9, 10) > 0.4
 
 
 def test_cash_counterparties_carry_no_risk():
     rows = [tx(day(0), "card_testing", "atm", cp_type="cash") for _ in range(20)]
     rows.append(tx(day(3), None, "atm", cp_type="cash"))
-    risk, states = kernel.counterparty_risk(_table(rows), None, None, 1, 7)
+    risk, states = risk_of(_table(rows), None, None, 1, 7)
     assert risk.tolist() == [0.0] * len(rows)
     assert states == {}
 
@@ -103,24 +115,24 @@ def test_a_label_event_counts_once_from_when_it_is_given():
     live = [tx(day(0), None) for _ in range(10)]  # live transactions carry no label
     history.add(live)
     event = LabelEvent(live[0].transaction_id, "m-1", day(0), "compromised_merchant", day(1))
-    assert history.risk(day(1.1)) == 0.0
+    assert history.risk(day(1.1)) == smoothed(0, 10)
     history.add(events=[event, event])  # an analyst's verdict delivered twice
-    assert history.risk(day(1.1)) == 0.1
+    assert history.risk(day(1.1)) == smoothed(1, 10)
     # In one batch, only transactions at or after the verdict see it.
     before, after = tx(day(0.6), None), tx(day(1.1), None)
     both = _table([*live, before, after])
-    risk, _ = kernel.counterparty_risk(both, _labels([event, event]), None, 0, 7)
+    risk, _ = risk_of(both, _labels([event, event]), None, 0, 7)
     ids = both["transaction_id"].to_pylist()
     assert (risk[ids.index(before.transaction_id)], risk[ids.index(after.transaction_id)]) \
-        == (0.0, 0.1)  # both on the day after day 0, so both look at its 10
+        == (smoothed(0, 10), smoothed(1, 10))  # both on day 1, so both look at day 0's 10
     history.add(events=[event])  # and once more, in a later batch
-    assert history.risk(day(1.1)) == 0.1
+    assert history.risk(day(1.1)) == smoothed(1, 10)
     state = kernel.decode_counterparty(history.states["m-1"])
     assert state.labelled == [live[0].transaction_id]
     # A verdict of legit, or one on another counterparty's transaction, adds nothing.
     history.add(events=[LabelEvent(live[1].transaction_id, "m-1", day(0), "legit", day(1)),
                         LabelEvent("t-other", "m-2", day(0), "card_testing", day(1))])
-    assert history.risk(day(1.1)) == 0.1
+    assert history.risk(day(1.1)) == smoothed(1, 10)
 
 
 def test_a_label_reaches_risk_only_after_the_delay_and_within_the_window():
@@ -129,28 +141,43 @@ def test_a_label_reaches_risk_only_after_the_delay_and_within_the_window():
     history.add(live)
     history.add(events=[LabelEvent(live[0].transaction_id, "m-1", day(0), "card_testing",
                                    day(1))])
-    assert history.risk(day(6)) == 0.0
-    assert history.risk(day(7.5)) == 0.1
-    assert history.risk(day(22)) == 0.0
+    assert history.risk(day(6)) == smoothed(0, 0)
+    assert history.risk(day(7.5)) == smoothed(1, 10)
+    assert history.risk(day(22)) == smoothed(0, 0)
     # A verdict on a transaction already out of the window never counts.
     late_verdict = Counterparty(delay_days=7, window_days=14)
     late_verdict.add(live)
     late_verdict.add(events=[LabelEvent(live[0].transaction_id, "m-1", day(0), "card_testing",
                                         day(30))])
-    assert late_verdict.risk(day(30)) == 0.0
+    assert late_verdict.risk(day(30)) == smoothed(0, 0)
 
 
-def test_state_is_pruned_to_the_delay_plus_the_window():
+def test_state_is_pruned_to_the_delay_plus_the_longest_window():
     history = Counterparty(delay_days=7, window_days=28)
     for n in range(200):
         history.add([tx(day(n), "legit")])
     state = kernel.decode_counterparty(history.states["m-1"])
-    assert len(state.days) <= 7 + 28 + 1
+    kept = 7 + max(28, *kernel.COUNTERPARTY_WINDOWS) + 1
+    assert len(state.days) <= kept
     assert state.counts.tolist() == [1] * len(state.days)
     # Still counting the last 28 days ending 7 days back.
-    assert history.risk(day(200)) == 0.0
-    _, at_once = kernel.counterparty_risk(_table(history.history), None, None, 7, 28)
-    assert len(kernel.decode_counterparty(at_once["m-1"]).days) <= 7 + 28 + 1
+    assert history.risk(day(200)) == smoothed(0, 28)
+    _, at_once = risk_of(_table(history.history), None, None, 7, 28)
+    assert len(kernel.decode_counterparty(at_once["m-1"]).days) <= kept
+
+
+def test_windows_of_one_seven_and_thirty_days_end_the_delay_back():
+    rows = [tx(day(n), "card_testing" if n == 20 else "legit") for n in range(30)]
+    probe = tx(day(28), None)
+    table = _table([*rows, probe])
+    features, _ = kernel.counterparty_features(table, None, None, 7, 28, keep_state=False)
+    at = table["transaction_id"].to_pylist().index(probe.transaction_id)
+    got = {name: float(features[name][at]) for name in kernel.COUNTERPARTY_FEATURES}
+    # Day 28 sees the days before day 21: day 20 (the fraud), 14-20, 0-20.
+    assert got == {"counterparty_risk": smoothed(1, 21),
+                   "counterparty_count_1d": 1, "counterparty_fraud_1d": smoothed(1, 1),
+                   "counterparty_count_7d": 7, "counterparty_fraud_7d": smoothed(1, 7),
+                   "counterparty_count_30d": 21, "counterparty_fraud_30d": smoothed(1, 21)}
 
 
 def _pipeline_tx(i: int, when: dt.datetime, merchant: str, label: str | None) -> Transaction:
@@ -171,9 +198,9 @@ def test_pipeline_gives_a_compromised_merchant_a_risk_after_the_delay(tmp_path):
     for t in txs:
         by_day.setdefault((t.counterparty_id, t.event_time.date()), set()).add(
             rows[t.transaction_id]["counterparty_risk"])
-    assert by_day[("m-bad", day(2).date())] == {0.0}  # nothing confirmed yet
+    assert by_day[("m-bad", day(2).date())] == {PRIOR_FRAUD_RATE}  # nothing confirmed yet
     assert min(by_day[("m-bad", day(12).date())]) > 0.5
-    assert max(max(v) for (m, _), v in by_day.items() if m == "m-good") == 0.0
+    assert max(max(v) for (m, _), v in by_day.items() if m == "m-good") <= PRIOR_FRAUD_RATE
 
 
 def test_detect_fraud_with_a_labels_collection_moves_risk_as_the_kernel_does(tmp_path):
@@ -201,7 +228,7 @@ def test_detect_fraud_with_a_labels_collection_moves_risk_as_the_kernel_does(tmp
     kernel_without = featured_rows(table, None, 3, 14)
     assert with_labels == {k: r["counterparty_risk"] for k, r in kernel_with.items()}
     assert without == {k: r["counterparty_risk"] for k, r in kernel_without.items()}
-    assert set(without.values()) == {0.0}
+    assert max(without.values()) <= PRIOR_FRAUD_RATE
     moved = {k for k in with_labels if with_labels[k] != without[k]}
     assert moved and all(k in {t.transaction_id for t in txs if t.counterparty_id == "m-bad"}
                          for k in moved)

@@ -14,7 +14,7 @@ from fraud_detection.records import Transaction
 from fraud_detection.transforms import kernel
 from fraud_detection.transforms.detect import DetectFraud
 from fraud_detection.transforms.kernel import (
-    FEATURE_NAMES,
+    ACCOUNT_FEATURES,
     MAX_COUNTERPARTIES,
     MAX_HOURS,
     RECENT_AMOUNTS,
@@ -22,7 +22,6 @@ from fraud_detection.transforms.kernel import (
 from tests.unit.kernel_rows import collect, featured_rows, table_rows
 
 T0 = dt.datetime(2024, 1, 1, 12, tzinfo=dt.UTC)  # a Monday
-ACCOUNT_FEATURES = FEATURE_NAMES[:-1]  # counterparty_risk is the counterparty step's
 
 
 def tx(i, minutes, amount=1000, cp="m-1", before=None, after=None, tx_type="PAYMENT",

@@ -96,8 +96,7 @@ def test_rules_over_columns_equal_rules_over_records(table) -> None:
     featured, _ = kernel.account_step(table, None, keep_state=False)
     ordered = kernel.in_order(featured, "counterparty_id")
     features = kernel.features_of(ordered)
-    features["counterparty_risk"], _ = kernel.counterparty_risk(ordered, None, None,
-                                                                keep_state=False)
+    features.update(kernel.counterparty_features(ordered, None, None, keep_state=False)[0])
     by_column = kernel.rule_hits(rules, ordered, features)
     fired = set()
     for row, record in enumerate(ordered.to_pylist()):
@@ -278,7 +277,7 @@ def test_a_history_cut_in_time_gives_the_whole_training_table(world) -> None:
     assert streamed.schema == whole.schema == kernel.FEATURE_TABLE_SCHEMA
     rows = _sorted_rows(whole)
     assert _sorted_rows(streamed) == rows
-    assert any(r["counterparty_risk"] > 0 for r in rows)
+    assert any(r["counterparty_risk"] > kernel.PRIOR_FRAUD_RATE for r in rows)
     assert any(r["count_24h"] > 0 for r in rows)
 
 
@@ -382,7 +381,8 @@ def test_the_training_table_is_the_per_row_features(table) -> None:
 def test_features_reach_the_model_matrix_in_order(table) -> None:
     featured, _ = kernel.account_step(table.slice(0, 20), None, keep_state=False)
     features = kernel.features_of(featured)
-    features["counterparty_risk"] = np.full(featured.num_rows, 0.25)
+    features.update((name, np.full(featured.num_rows, 0.25))
+                    for name in kernel.COUNTERPARTY_FEATURES)
     matrix = kernel.model_matrix(featured, features)
     assert matrix.shape == (20, len(MODEL_FEATURES))
     assert (matrix[:, MODEL_FEATURES.index("counterparty_risk")] == 0.25).all()

@@ -104,12 +104,13 @@ def test_precision_at_k_counts_each_caught_account_once() -> None:
 def test_features_reach_the_model_matrix_in_order(table) -> None:
     featured, _ = kernel.account_step(table.slice(0, 40), None, keep_state=False)
     features = kernel.features_of(featured)
-    features["counterparty_risk"] = np.full(featured.num_rows, 0.25)
+    features.update((name, np.full(featured.num_rows, 0.25))
+                    for name in kernel.COUNTERPARTY_FEATURES)
     matrix = kernel.model_matrix(featured, features)
     assert matrix.shape == (40, len(model.MODEL_FEATURES))
     column = {name: matrix[:, i] for i, name in enumerate(model.MODEL_FEATURES)}
     assert (column["counterparty_risk"] == 0.25).all()
-    for name in kernel.FEATURE_NAMES[:-1]:
+    for name in kernel.ACCOUNT_FEATURES:
         assert column[name].tolist() == [float(v) for v in featured[name].to_pylist()], name
     assert column["hour"].tolist() == [t.hour for t in featured["event_time"].to_pylist()]
     for i, (kind, cp_kind) in enumerate(zip(featured["tx_type"].to_pylist(),
