@@ -18,6 +18,7 @@ from fraud_detection.errors import UsageError
 from fraud_detection.model import MODEL_FEATURES
 from fraud_detection.model import train as train_model
 from fraud_detection.records import LEGIT
+from fraud_detection.transforms.kernel import RULES_SCORE
 
 SEED_RULE_CENTS = 500_000
 BOOTSTRAP_ROUNDS = 200
@@ -250,10 +251,14 @@ def evaluate_table(table: pa.Table, train_days: int, delay_days: int, test_days:
     fraud = labels != LEGIT
     if not fraud[in_test].any():
         raise UsageError(f"no fraud in the test days {test_range[0]}..{test_range[1]}")
-    model = train_model(vectors[in_train], fraud[in_train].astype(int), seed=seed)
-    probability = model.predict_proba(vectors[in_test])[:, 1]
-    rules = table["rules_score"].to_numpy()[in_test]
-    combined = 1.0 - (1.0 - rules) * (1.0 - probability)
+    # The model alone does without the rules' score among its inputs.
+    alone = [i for i, name in enumerate(MODEL_FEATURES) if name != RULES_SCORE]
+    train_fraud = fraud[in_train].astype(int)
+    combined = train_model(vectors[in_train], train_fraud, seed=seed).predict_proba(
+        vectors[in_test])[:, 1]
+    probability = train_model(vectors[in_train][:, alone], train_fraud,
+                              seed=seed).predict_proba(vectors[in_test][:, alone])[:, 1]
+    rules = table[RULES_SCORE].to_numpy()[in_test]
     amount = table["amount_cents"].to_numpy()[in_test]
     accounts = np.array(table["account_id"].to_pylist(), dtype=object)[in_test]
     args = (labels[in_test], days[in_test], accounts, k)

@@ -114,6 +114,7 @@ class _Entities:
     account_bank: np.ndarray  # bank index per account
     activity: np.ndarray  # share of legit traffic per account (0 for mules)
     typical_cents: np.ndarray  # median payment of the account
+    spread: np.ndarray  # the account's own spread: sigma of its log amounts
     favourites: np.ndarray  # (accounts, k) merchant indices
     merchant_ids: np.ndarray
     merchant_median: np.ndarray
@@ -179,7 +180,9 @@ def _build_entities(cfg: WorldConfig, n_mules: int, rng: np.random.Generator) ->
     activity = rng.lognormal(0.0, 0.8, total)
     activity[n_accounts:] = 0.0
     activity /= activity.sum()
-    typical_cents = np.rint(rng.lognormal(np.log(40.0), 0.6, total) * 100).astype(np.int64)
+    # Each account its own spending profile: level, spread, and (above) activity rate.
+    typical_cents = np.rint(rng.lognormal(np.log(40.0), 0.9, total) * 100).astype(np.int64)
+    spread = rng.uniform(0.3, 0.7, total)
     opening_balance = np.rint(rng.lognormal(np.log(3_000.0), 1.0, total) * 100).astype(np.int64)
     opening_balance[n_accounts:] = 0
 
@@ -199,8 +202,9 @@ def _build_entities(cfg: WorldConfig, n_mules: int, rng: np.random.Generator) ->
     return _Entities(
         bank_ids=bank_ids, bank_currency=bank_currency, account_ids=account_ids,
         account_user=user_ids[owner], account_bank=account_bank, activity=activity,
-        typical_cents=typical_cents, favourites=favourites, merchant_ids=merchant_ids,
-        merchant_median=merchant_median, atm_ids=atm_ids, opening_balance=opening_balance,
+        typical_cents=typical_cents, spread=spread, favourites=favourites,
+        merchant_ids=merchant_ids, merchant_median=merchant_median, atm_ids=atm_ids,
+        opening_balance=opening_balance,
         tables={"banks": banks, "users": users, "accounts": accounts, "merchants": merchants},
     )
 
@@ -284,7 +288,7 @@ def _plan_fraud(cfg: WorldConfig, ent: _Entities, n_regular: int, n_mules: int,
         merchant = int(rng.integers(0, n_merchants))
         t = incident_time()
         compromised.append((merchant, t, t + int(rng.integers(14, 29)) * DAY_US,
-                            float(rng.uniform(0.2, 0.5))))
+                            float(rng.uniform(0.7, 1.0))))
 
     # Spending spike: a compromised account spends several times its usual amounts.
     for _ in range(max(3, round(scale * 1.2))):
@@ -333,14 +337,17 @@ def _legit_day(ent: _Entities, day_us: int, n: int,
     is_cash = cp_type == CP_CASH
     cp[is_cash] = rng.integers(0, len(ent.atm_ids), int(is_cash.sum()))
 
-    # Median per transaction type, moved by the account's own level; wide lognormal
-    # noise makes the amounts span orders of magnitude.
-    median = ent.merchant_median[np.where(cp_type == CP_MERCHANT, cp, 0)] * 100.0
-    median = median * ent.typical_cents[account] / 4_000.0
-    median[is_transfer] = 25_000.0
-    median[tx_type == CASH_OUT] = 12_000.0
-    median[tx_type == CASH_IN] = 150_000.0
-    amount = np.rint(median * rng.lognormal(0.0, 1.1, n)).astype(np.int64)
+    # The account's own level, moved a little by what the merchant sells, with the
+    # account's own spread: one customer's amounts cluster, while across a bank's many
+    # customers they span orders of magnitude (and follow Benford's law).
+    level = ent.typical_cents[account].astype(float)
+    category = ent.merchant_median[np.where(cp_type == CP_MERCHANT, cp, 0)] / 45.0
+    median = level * category ** 0.25
+    scale = np.sqrt(level / 4_000.0)
+    median[is_transfer] = 25_000.0 * scale[is_transfer]
+    median[tx_type == CASH_OUT] = 12_000.0 * scale[tx_type == CASH_OUT]
+    median[tx_type == CASH_IN] = 150_000.0 * scale[tx_type == CASH_IN]
+    amount = np.rint(median * rng.lognormal(0.0, ent.spread[account])).astype(np.int64)
     amount = np.maximum(amount, 1)
     return {"account": account, "time": time, "tx_type": tx_type, "cp_type": cp_type,
             "cp": cp, "amount": amount, "label": np.full(n, L_LEGIT),

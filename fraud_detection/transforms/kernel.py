@@ -95,10 +95,14 @@ COUNTERPARTY_FEATURES = (
     *(f"counterparty_fraud_{d}d" for d in COUNTERPARTY_WINDOWS),
 )
 FEATURE_NAMES = (*ACCOUNT_FEATURES, *DERIVED_FEATURES, *COUNTERPARTY_FEATURES)
+# The rules' noisy-or is the model's last input: the model learns how far to trust each
+# level of it, so rules and model together score at least as well as the model alone.
+RULES_SCORE = "rules_score"
 MODEL_FEATURES: tuple[str, ...] = (
     *FEATURE_NAMES, "log_amount", "hour",
     *(f"tx_type_{t}" for t in TX_TYPES),
     *(f"counterparty_type_{t}" for t in COUNTERPARTY_TYPES),
+    RULES_SCORE,
 )
 _FEATURE_TYPES = {name: pa.int64() for name in FEATURE_NAMES[:8]} | {
     name: pa.bool_() for name in ("new_counterparty", "balance_mismatch", "night", "weekend",
@@ -122,7 +126,6 @@ FEATURE_TABLE_SCHEMA = pa.schema([
     ("account_id", pa.string()),
     ("label", pa.string()),
     ("amount_cents", pa.int64()),
-    ("rules_score", pa.float64()),
     *((name, pa.float64()) for name in MODEL_FEATURES),
 ])
 LABEL_SCHEMA = pa.schema([
@@ -972,7 +975,8 @@ def features_of(table: pa.Table) -> dict[str, np.ndarray]:
     return out
 
 
-def model_matrix(table: pa.Table, features: Mapping[str, np.ndarray]) -> np.ndarray:
+def model_matrix(table: pa.Table, features: Mapping[str, np.ndarray],
+                 rules_score: np.ndarray) -> np.ndarray:
     """The model's input (MODEL_FEATURES) for every row."""
     t = micros(table)
     amount, _ = _int_column(table, "amount_cents")
@@ -983,6 +987,7 @@ def model_matrix(table: pa.Table, features: Mapping[str, np.ndarray]) -> np.ndar
     columns.append((t // HOUR_MICROS % 24).astype(np.float64))
     columns.extend((tx_type == kind).astype(np.float64) for kind in TX_TYPES)
     columns.extend((cp_type == kind).astype(np.float64) for kind in COUNTERPARTY_TYPES)
+    columns.append(np.asarray(rules_score, dtype=np.float64))
     return np.column_stack(columns) if len(table) else np.zeros((0, len(MODEL_FEATURES)))
 
 
@@ -1015,20 +1020,21 @@ def counterparty_step(featured: pa.Table, states: Mapping[str, bytes] | None,
 
 def training_rows(table: pa.Table, features: Mapping[str, np.ndarray],
                   rules: Sequence[Rule]) -> pa.Table:
-    """What `train` and `evaluate` learn from: each transaction's label, its model input
-    and the rules' noisy-or."""
+    """What `train` and `evaluate` learn from: each transaction's label and its model
+    input (the rules' noisy-or included)."""
     remaining = np.ones(table.num_rows)
     for rule, rows, _ in _firings(rules, table, features):
         remaining[rows] *= 1.0 - rule.weight
-    matrix = model_matrix(table, features)
+    matrix = model_matrix(table, features, round6(1.0 - remaining))
     columns = {name: table[name] for name in FEATURE_TABLE_SCHEMA.names[:5]}
-    columns["rules_score"] = pa.array(1.0 - remaining)
     columns.update((name, pa.array(matrix[:, i])) for i, name in enumerate(MODEL_FEATURES))
     return pa.table(columns, schema=FEATURE_TABLE_SCHEMA)
 
 
 def decide(table: pa.Table, features: Mapping[str, np.ndarray], decider: Decider) -> pa.Table:
-    """Score (noisy-or of the rules that fire and the model), flag and reasons."""
+    """Score, flag and reasons. The score is the rules' noisy-or, or with a model the
+    model's probability given the features and that noisy-or; the reasons name every
+    rule that fired, and the model's probability."""
     n = table.num_rows
     # Each row's factors multiplied in rule order, then the model's.
     remaining = np.ones(n)
@@ -1039,9 +1045,11 @@ def decide(table: pa.Table, features: Mapping[str, np.ndarray], decider: Decider
         reason_rows.append(rows)
         reason_texts.extend(hit_text(rule.rule_id, rule.description, field, value)
                             for field, value in found)
+    rules_score = round6(1.0 - remaining)
     if decider.model is not None and n:
-        probabilities = decider.model.predict_proba(model_matrix(table, features))[:, 1]
-        remaining *= 1.0 - probabilities
+        probabilities = decider.model.predict_proba(
+            model_matrix(table, features, rules_score))[:, 1]
+        remaining = 1.0 - probabilities
         name = decider.model_version or "score"
         reason_rows.append(np.arange(n))
         reason_texts.extend(f"model {name}: {p:.2f}" for p in probabilities.tolist())

@@ -46,8 +46,8 @@ def expected_decision(values: Mapping[str, Any], rules: Sequence[Rule], threshol
     for hit in hits:
         remaining *= 1.0 - hit.weight
     reasons = [reason_text(h.rule_id, h.description, h.field, h.value) for h in hits]
-    if probability is not None:
-        remaining *= 1.0 - probability
+    if probability is not None:  # the model has the rules' noisy-or among its inputs
+        remaining = 1.0 - probability
         reasons.append(f"model {version or 'score'}: {probability:.2f}")
     if values.get("late"):
         reasons.append(kernel.LATE_REASON)

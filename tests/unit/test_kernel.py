@@ -326,7 +326,7 @@ def test_an_earlier_event_delivered_after_a_later_one_is_late() -> None:
 # --- records and the training table --------------------------------------------------------
 
 def test_scored_records_round_trip_the_transaction(table) -> None:
-    part = table.slice(0, 200)
+    part = table.slice(0, 3000)
     scored = kernel.detect(part, kernel.Decider(load_rules(), 0.5))
     records = sorted(kernel.scored_records(scored), key=lambda r: r.transaction.transaction_id)
     assert [r.transaction.to_dict() for r in records] == \
@@ -368,6 +368,7 @@ def test_the_training_table_is_the_per_row_features(table) -> None:
         score, _, _ = expected_decision(_values(row), rules, 0.5)
         assert out["rules_score"] == pytest.approx(score, abs=1e-9)
         want = {name: float(row[name]) for name in FEATURE_NAMES}
+        want["rules_score"] = score
         want["log_amount"] = math.log1p(row["amount_cents"])
         want["hour"] = float(row["event_time"].hour)
         want.update((f"tx_type_{t}", float(row["tx_type"] == t)) for t in TX_TYPES)
@@ -383,8 +384,9 @@ def test_features_reach_the_model_matrix_in_order(table) -> None:
     features = kernel.features_of(featured)
     features.update((name, np.full(featured.num_rows, 0.25))
                     for name in kernel.COUNTERPARTY_FEATURES)
-    matrix = kernel.model_matrix(featured, features)
+    matrix = kernel.model_matrix(featured, features, np.full(featured.num_rows, 0.5))
     assert matrix.shape == (20, len(MODEL_FEATURES))
+    assert (matrix[:, MODEL_FEATURES.index("rules_score")] == 0.5).all()
     assert (matrix[:, MODEL_FEATURES.index("counterparty_risk")] == 0.25).all()
     assert matrix[:, MODEL_FEATURES.index("amount_7d")].tolist() == \
         featured["amount_7d"].to_pylist()

@@ -106,10 +106,11 @@ def test_features_reach_the_model_matrix_in_order(table) -> None:
     features = kernel.features_of(featured)
     features.update((name, np.full(featured.num_rows, 0.25))
                     for name in kernel.COUNTERPARTY_FEATURES)
-    matrix = kernel.model_matrix(featured, features)
+    matrix = kernel.model_matrix(featured, features, np.full(featured.num_rows, 0.5))
     assert matrix.shape == (40, len(model.MODEL_FEATURES))
     column = {name: matrix[:, i] for i, name in enumerate(model.MODEL_FEATURES)}
     assert (column["counterparty_risk"] == 0.25).all()
+    assert (column["rules_score"] == 0.5).all()
     for name in kernel.ACCOUNT_FEATURES:
         assert column[name].tolist() == [float(v) for v in featured[name].to_pylist()], name
     assert column["hour"].tolist() == [t.hour for t in featured["event_time"].to_pylist()]
