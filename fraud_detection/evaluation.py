@@ -57,10 +57,13 @@ class EvaluationReport:
     k: int
     threshold: float
     systems: list[SystemResult]
+    # What a perfect ranking would score: the test days' fraudulent accounts, at most k.
+    precision_at_k_ceiling: float = float("nan")
 
     def table(self) -> str:
         labels = sorted({label for s in self.systems for label in s.recall})
-        head = (f"| system | AUC ROC | AP | precision@{self.k}/day | legit flagged | "
+        head = (f"| system | AUC ROC | AP | precision@{self.k}/day (ceiling "
+                f"{self.precision_at_k_ceiling:.3f}) | legit flagged | "
                 + " | ".join(f"recall {label}" for label in labels) + " |")
         lines = [head, "|" + " --- |" * (5 + len(labels))]
         for s in self.systems:
@@ -76,7 +79,8 @@ class EvaluationReport:
         return (f"train {self.train[0]}..{self.train[1]}: {self.train_rows} rows, "
                 f"{self.train_frauds} frauds; test {self.test[0]}..{self.test[1]}: "
                 f"{self.test_rows} rows, {self.test_frauds} frauds; flagged at "
-                f"score >= {self.threshold}")
+                f"score >= {self.threshold}; precision@{self.k}/day at best (every "
+                f"fraudulent account ranked first): {self.precision_at_k_ceiling:.3f}")
 
 
 def bootstrap_interval(statistic: Callable[[np.ndarray], float], groups: np.ndarray,
@@ -270,6 +274,8 @@ def evaluate_table(table: pa.Table, train_days: int, delay_days: int, test_days:
         _result("seed rule: amount > 5,000", (amount > SEED_RULE_CENTS).astype(float),
                 amount > SEED_RULE_CENTS, *args),
     ]
+    ceiling = precision_at_k_per_day(days[in_test], accounts, fraud[in_test].astype(float),
+                                     fraud[in_test], k)
     return EvaluationReport(train_range, test_range, int(in_train.sum()),
                             int(fraud[in_train].sum()), int(in_test.sum()),
-                            int(fraud[in_test].sum()), k, threshold, systems)
+                            int(fraud[in_test].sum()), k, threshold, systems, ceiling)

@@ -171,3 +171,22 @@ def test_shuffled_test_labels_give_chance_level_precision(feature_table):
     assert model.average_precision < 3 * rate
     assert abs(model.auc_roc - 0.5) < 0.1
     assert {s.name: s for s in honest.systems}["model alone"].average_precision > 5 * rate
+
+
+def test_the_precision_ceiling_is_what_a_perfect_ranking_scores(feature_table):
+    report = evaluate_table(feature_table, 10, 2, 7, 0.5, k=10)
+    assert all(s.precision_at_k <= report.precision_at_k_ceiling for s in report.systems)
+    # Each test day: its fraudulent accounts not caught (reviewed) on an earlier day, at
+    # most k; ties at the top are broken by account id.
+    days = np.array([t.date() for t in feature_table["event_time"].to_pylist()])
+    accounts = np.array(feature_table["account_id"].to_pylist(), dtype=object)
+    fraud = np.array([label not in (None, "legit") for label in
+                      feature_table["label"].to_pylist()])
+    caught: set[str] = set()
+    per_day = []
+    for day in sorted(set(days[(days >= report.test[0]) & (days <= report.test[1])])):
+        reviewed = sorted(set(accounts[(days == day) & fraud]) - caught)[:10]
+        per_day.append(len(reviewed) / 10)
+        caught |= set(reviewed)
+    assert report.precision_at_k_ceiling == pytest.approx(np.mean(per_day))
+    assert report.precision_at_k_ceiling > 0
