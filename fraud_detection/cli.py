@@ -178,33 +178,57 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     return stack_main(args.stack_args, ports=ports, state_dir=settings.stack_dir)
 
 
-def _feature_table(args: argparse.Namespace, settings: Settings, workdir: Path):
+def _write_features(args: argparse.Namespace, settings: Settings, prefix: str) -> None:
     from fraud_detection.beam_pipelines import features
     from fraud_detection.beam_pipelines.options import check_beam_args
 
-    prefix = str(workdir / "features")
     argv = ["--input", str(args.input or settings.data_dir), "--features_out", prefix,
-            "--rules", str(args.rules), *check_beam_args(args.beam_args)]
+            "--rules", str(args.rules),
+            f"--label_delay_days={args.label_delay_days}",
+            f"--counterparty_window_days={args.counterparty_window_days}",
+            *check_beam_args(args.beam_args)]
     summary = features.run(argv)
     print(f"features of {summary.rows} transactions in {summary.seconds:.1f}s"
           + (f" ({summary.dead_lettered} invalid rows left out)" if summary.dead_lettered
              else ""), flush=True)
-    return features.read_feature_table(prefix)
+
+
+def _feature_table(args: argparse.Namespace, settings: Settings):
+    """The table `features` wrote (--features), or computed now from --input."""
+    import tempfile
+
+    from fraud_detection.beam_pipelines import features
+
+    if args.features:
+        return features.read_feature_table(args.features)
+    with tempfile.TemporaryDirectory(prefix="fraud-features-") as tmp:
+        _write_features(args, settings, str(Path(tmp) / "features"))
+        return features.read_feature_table(str(Path(tmp) / "features"))
+
+
+def cmd_features(args: argparse.Namespace, settings: Settings) -> int:
+    _write_features(args, settings, args.out)
+    print(f"feature table -> {args.out}*.parquet (read it with train or evaluate "
+          f"--features {args.out})")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    import tempfile
-
     import numpy as np
 
     from fraud_detection import model
     from fraud_detection.records import LEGIT
 
-    with tempfile.TemporaryDirectory(prefix="fraud-train-") as tmp:
-        table = _feature_table(args, settings, Path(tmp))
+    if args.since and args.until and args.until < args.since:
+        raise UsageError(f"--until {args.until} is before --from {args.since}")
+    table = _feature_table(args, settings)
+    days = np.array([t.date() for t in table["event_time"].to_pylist()])
+    keep = np.ones(len(days), dtype=bool)
+    if args.since:  # earlier days only warmed the features up
+        keep &= days >= args.since
     if args.until:
-        days = np.array([t.date() for t in table["event_time"].to_pylist()])
-        table = table.filter(days <= args.until)
+        keep &= days <= args.until
+    table = table.filter(keep)
     vectors = np.column_stack([table[name].to_numpy() for name in model.MODEL_FEATURES])
     fraud = np.array([(label or LEGIT) != LEGIT for label in table["label"].to_pylist()])
     trained = model.train(vectors, fraud.astype(int))
@@ -215,19 +239,23 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    import tempfile
-
+    from fraud_detection import model
     from fraud_detection.beam_pipelines.validate import input_pattern
     from fraud_detection.evaluation import Windows, check_input, evaluate_table
 
     windows = Windows(args.train_from, args.train_to, args.test_from, args.test_to)
-    # Labels and days are checked first: computing the features takes minutes.
-    check_input(input_pattern(str(args.input or settings.data_dir)), args.train_days,
-                args.delay_days, args.test_days, windows)
-    with tempfile.TemporaryDirectory(prefix="fraud-evaluate-") as tmp:
-        table = _feature_table(args, settings, Path(tmp))
+    saved = None
+    if args.model_dir:
+        trained, info = model.load(args.model_dir)
+        saved = (trained, info.version)
+    if not args.features:
+        # Labels and days are checked first: computing the features takes minutes.
+        check_input(input_pattern(str(args.input or settings.data_dir)), args.train_days,
+                    args.delay_days, args.test_days, windows)
+    table = _feature_table(args, settings)
     report = evaluate_table(table, args.train_days, args.delay_days, args.test_days,
-                            settings.fraud_threshold, k=args.k, windows=windows)
+                            settings.fraud_threshold, k=args.k, windows=windows,
+                            saved=saved, exclude_known_frauds=args.exclude_known_frauds)
     text = f"{report.summary()}\n\n{report.table()}"
     print(text)
     if args.report:
@@ -523,20 +551,42 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     stk.add_argument("stack_args", nargs=argparse.REMAINDER, metavar="up|down|status|logs ...",
                      help="see `stack -- --help`")
 
+    from fraud_detection.transforms.kernel import DELAY_DAYS, WINDOW_DAYS
     from fraud_detection.transforms.rules import DEFAULT_RULES_FILE
 
-    def feature_args(sub: argparse.ArgumentParser) -> None:
+    def feature_args(sub: argparse.ArgumentParser, reads: bool = True) -> None:
         sub.add_argument("--input", help="Parquet glob or dataset folder (default: data_dir)")
+        if reads:
+            sub.add_argument("--features", metavar="PREFIX",
+                             help="read the table `features --out PREFIX` wrote instead "
+                                  "of computing it from --input")
         sub.add_argument("--rules", type=Path, default=DEFAULT_RULES_FILE, help="rules YAML")
+        sub.add_argument("--label-delay-days", type=int, default=DELAY_DAYS,
+                         help="a counterparty's labels count this many days after its "
+                              f"transactions (default {DELAY_DAYS})")
+        sub.add_argument("--counterparty-window-days", type=_positive_int,
+                         default=WINDOW_DAYS, help="days of labelled history behind "
+                                                   f"counterparty_risk (default {WINDOW_DAYS})")
         sub.add_argument("beam_args", nargs=argparse.REMAINDER,
                          help="Beam pipeline options after --, e.g. -- --runner=PrismRunner")
+
+    fea = command("features", cmd_features,
+                  "compute the feature table once (detection's own kernel, labels and "
+                  "rules' score included) for train and evaluate to read")
+    fea.add_argument("--out", required=True, metavar="PREFIX",
+                     help="path prefix of the Parquet files, e.g. data/features/world")
+    feature_args(fea, reads=False)
 
     trn = command("train", cmd_train,
                   "train the fraud model on labelled history, with the pipeline's features")
     feature_args(trn)
     trn.add_argument("--model-dir", type=Path, default=Path("models/current"),
                      help="where model.pkl and model.json go (default models/current)")
-    trn.add_argument("--until", type=_date, help="last day to train on (default: all)")
+    trn.add_argument("--from", dest="since", type=_date, metavar="YYYY-MM-DD",
+                     help="first day to train on (default: the first; earlier days still "
+                          "feed the features)")
+    trn.add_argument("--until", type=_date, metavar="YYYY-MM-DD",
+                     help="last day to train on (default: all)")
 
     evl = command("evaluate", cmd_evaluate,
                   "time-split evaluation: the model, the rules and the seed rule side by "
@@ -560,6 +610,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     evl.add_argument("--k", type=_positive_int, default=100,
                      help="accounts an analyst reviews per day (precision@k)")
     evl.add_argument("--report", type=Path, help="also write the table to this file")
+    evl.add_argument("--model-dir", type=Path,
+                     help="score the test window with this model from `train` instead of "
+                          "training one on the training window")
+    evl.add_argument("--exclude-known-frauds", action="store_true",
+                     help="leave out of the test metrics the accounts with a fraud "
+                          "labelled before the test window (already known compromised)")
 
     rul = command("rules", cmd_rules,
                   "the rules table detection re-reads while it runs: list, load, pause, "

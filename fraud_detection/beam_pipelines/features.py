@@ -28,7 +28,14 @@ from fraud_detection.transforms.rules import load_rules
 class FeatureOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
+        from fraud_detection.transforms.kernel import DELAY_DAYS, WINDOW_DAYS
+
         parser.add_argument("--features_out", help="path prefix of the feature Parquet files")
+        parser.add_argument("--label_delay_days", type=int, default=DELAY_DAYS,
+                            help="a counterparty's labels count this many days after "
+                                 "its transactions")
+        parser.add_argument("--counterparty_window_days", type=int, default=WINDOW_DAYS,
+                            help="days of labelled history behind counterparty_risk")
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,10 @@ def run(argv: list[str] | None = None) -> FeatureSummary:
         raise UsageError("--features_out is required")
     detect = options.view_as(DetectOptions)
     rules = load_rules(Path(detect.rules))
+    for name in ("label_delay_days", "counterparty_window_days"):
+        if getattr(opts, name) < (1 if name == "counterparty_window_days" else 0):
+            raise UsageError(f"--{name.replace('_', '-')}: out of range: "
+                             f"{getattr(opts, name)}")
     shards = detect.checked_shards()
     started = time.monotonic()
     with beam.Pipeline(options=options) as pipeline:
@@ -55,7 +66,9 @@ def run(argv: list[str] | None = None) -> FeatureSummary:
                    | "Validate" >> ValidateTransactions(source=f"parquet:{pattern}"))
         # Detection's own kernel, features only: what is trained is what is served.
         _ = (checked.valid
-             | "Features" >> DetectFraud(rules, shards=shards, features_only=True)
+             | "Features" >> DetectFraud(rules, shards=shards, features_only=True,
+                                         delay_days=opts.label_delay_days,
+                                         window_days=opts.counterparty_window_days)
              | "Write" >> beam.io.WriteToParquetBatched(
                  opts.features_out, FEATURE_TABLE_SCHEMA, file_name_suffix=".parquet"))
     result = pipeline.result

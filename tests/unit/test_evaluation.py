@@ -78,3 +78,48 @@ def test_checks_on_a_glob_and_what_passes(world):
     with pytest.raises(UsageError, match="must not be negative"):
         check_input(pattern, 5, -1, 4)
     assert pc.sum(pc.not_equal(read_transactions(world)["label"], "legit")).as_py() > 0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "fraud_detection", *args],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_features_once_then_train_and_evaluate_read_them(world, tmp_path):
+    """The table `features` writes is what train and evaluate read; a model `train`
+    saved on the training window scores as the one evaluate trains there itself."""
+    prefix = str(tmp_path / "features" / "world")
+    _cli("features", "--input", str(world), "--out", prefix)
+    windows = ["--train-days", "5", "--delay-days", "1", "--test-days", "4"]
+    trained_here = _cli("evaluate", "--features", prefix, *windows).stdout
+    assert "features of" not in trained_here  # read, not computed again
+    _cli("train", "--features", prefix, "--from", "2024-01-01", "--until", "2024-01-05",
+         "--model-dir", str(tmp_path / "model"))
+    saved = _cli("evaluate", "--features", prefix, *windows, "--model-dir",
+                 str(tmp_path / "model")).stdout
+
+    def row(text: str, name: str) -> list[str]:
+        line = next(x for x in text.splitlines() if x.startswith(f"| {name}"))
+        return line.split(" | ")[1:]
+
+    assert row(saved, "DetectFraud: model") == row(trained_here, "DetectFraud: model")
+    assert "model alone" not in saved
+
+
+def test_known_fraud_accounts_are_left_out_of_the_test_metrics():
+    import datetime as dt
+
+    import numpy as np
+
+    from fraud_detection.evaluation import known_fraud_accounts
+
+    d = dt.date.fromisoformat
+    accounts = np.array(["a", "b", "c", "a", "b"], dtype=object)
+    days = np.array([d("2024-01-01"), d("2024-01-03"), d("2024-01-05"), d("2024-01-06"),
+                     d("2024-01-06")])
+    fraud = np.array([True, False, True, True, True])
+    # a's fraud on day 1 is known by day 5; c's on day 5 is not known before day 5.
+    assert known_fraud_accounts(accounts, days, fraud, d("2024-01-05")) == {"a"}
+    assert known_fraud_accounts(accounts, days, fraud, d("2024-01-06")) == {"a", "c"}

@@ -190,3 +190,21 @@ def test_the_precision_ceiling_is_what_a_perfect_ranking_scores(feature_table):
         caught |= set(reviewed)
     assert report.precision_at_k_ceiling == pytest.approx(np.mean(per_day))
     assert report.precision_at_k_ceiling > 0
+
+
+def test_excluding_known_frauds_leaves_out_exactly_their_test_rows(feature_table):
+    from fraud_detection.evaluation import known_fraud_accounts
+
+    full = evaluate_table(feature_table, 10, 2, 7, 0.5, k=10)
+    fresh = evaluate_table(feature_table, 10, 2, 7, 0.5, k=10, exclude_known_frauds=True)
+    days = np.array([t.date() for t in feature_table["event_time"].to_pylist()])
+    accounts = np.array(feature_table["account_id"].to_pylist(), dtype=object)
+    fraud = np.array([label not in (None, "legit") for label in
+                      feature_table["label"].to_pylist()])
+    known = known_fraud_accounts(accounts, days, fraud, full.test[0])
+    in_test = (days >= full.test[0]) & (days <= full.test[1])
+    of_known = in_test & np.isin(accounts, list(known))
+    assert known and of_known.any()
+    assert fresh.known_fraud_rows == int(of_known.sum())
+    assert fresh.test_rows == full.test_rows - int(of_known.sum())
+    assert fresh.test_frauds == full.test_frauds - int((of_known & fraud).sum())
