@@ -231,10 +231,17 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     table = table.filter(keep)
     vectors = np.column_stack([table[name].to_numpy() for name in model.MODEL_FEATURES])
     fraud = np.array([(label or LEGIT) != LEGIT for label in table["label"].to_pylist()])
-    trained = model.train(vectors, fraud.astype(int))
-    info = model.save(trained, args.model_dir, len(fraud), int(fraud.sum()))
-    print(f"model {info.version}: {info.train_rows} transactions, {info.train_frauds} frauds, "
-          f"{len(info.features)} features -> {args.model_dir}")
+    chosen, grid = model.DEFAULT, None
+    if args.select:
+        chosen, grid = model.select(vectors, fraud.astype(int), days[keep],
+                                    args.label_delay_days)
+        for result in sorted(grid, key=lambda r: -r["mean_ap"]):
+            print(f"  prequential AP {result['mean_ap']:.3f}  {result['model']}")
+    trained = model.train(vectors, fraud.astype(int), candidate=chosen)
+    info = model.save(trained, args.model_dir, len(fraud), int(fraud.sum()),
+                      candidate=chosen, grid=grid)
+    print(f"model {info.version} ({chosen.describe()}): {info.train_rows} transactions, "
+          f"{info.train_frauds} frauds, {len(info.features)} features -> {args.model_dir}")
     return 0
 
 
@@ -255,7 +262,8 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     table = _feature_table(args, settings)
     report = evaluate_table(table, args.train_days, args.delay_days, args.test_days,
                             settings.fraud_threshold, k=args.k, windows=windows,
-                            saved=saved, exclude_known_frauds=args.exclude_known_frauds)
+                            saved=saved, exclude_known_frauds=args.exclude_known_frauds,
+                            select=args.select)
     text = f"{report.summary()}\n\n{report.table()}"
     print(text)
     if args.report:
@@ -587,6 +595,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
                           "feed the features)")
     trn.add_argument("--until", type=_date, metavar="YYYY-MM-DD",
                      help="last day to train on (default: all)")
+    trn.add_argument("--select", action="store_true",
+                     help="compare the model families and settings of model.GRID by "
+                          "prequential average precision (weeks stepping back from the "
+                          "window's end, each fitted on the days before it less the label "
+                          "delay) and keep the best; the figures go to grid.json beside it")
 
     evl = command("evaluate", cmd_evaluate,
                   "time-split evaluation: the model, the rules and the seed rule side by "
@@ -613,6 +626,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     evl.add_argument("--model-dir", type=Path,
                      help="score the test window with this model from `train` instead of "
                           "training one on the training window")
+    evl.add_argument("--select", action="store_true",
+                     help="pick the model as `train --select` does, inside the training "
+                          "window, and show each family's best beside it")
     evl.add_argument("--exclude-known-frauds", action="store_true",
                      help="leave out of the test metrics the accounts with a fraud "
                           "labelled before the test window (already known compromised)")

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fraud_detection import model
 from fraud_detection.errors import UsageError
 from fraud_detection.model import MODEL_FEATURES
 from fraud_detection.model import train as train_model
@@ -253,13 +254,16 @@ def known_fraud_accounts(accounts: np.ndarray, days: np.ndarray, fraud: np.ndarr
 def evaluate_table(table: pa.Table, train_days: int, delay_days: int, test_days: int,
                    threshold: float, k: int = 100, seed: int = 0,
                    windows: Windows = Windows(), saved: tuple[Any, str] | None = None,
-                   exclude_known_frauds: bool = False) -> EvaluationReport:
+                   exclude_known_frauds: bool = False, select: bool = False,
+                   ) -> EvaluationReport:
     """Trains on the train days of a feature table (see beam_pipelines/features.py) and
     scores the test days with every system. Every earlier day fed the features.
 
     saved: (model, version) from `train`, scored instead of models trained here.
     exclude_known_frauds: accounts with a fraud labelled before the test window are
-    left out of the test metrics, as the literature does."""
+    left out of the test metrics, as the literature does.
+    select: pick the model by prequential AP inside the training window (model.GRID),
+    and show each family's best alone."""
     days = np.array([t.date() for t in table["event_time"].to_pylist()])
     labels = np.array([label or LEGIT for label in table["label"].to_pylist()], dtype=object)
     if (labels == LEGIT).all():
@@ -292,13 +296,30 @@ def evaluate_table(table: pa.Table, train_days: int, delay_days: int, test_days:
         # The model alone does without the rules' score among its inputs.
         alone = [i for i, name in enumerate(MODEL_FEATURES) if name != RULES_SCORE]
         train_fraud = fraud[in_train].astype(int)
-        combined = train_model(vectors[in_train], train_fraud, seed=seed).predict_proba(
-            vectors[in_test])[:, 1]
-        probability = train_model(vectors[in_train][:, alone], train_fraud,
-                                  seed=seed).predict_proba(vectors[in_test][:, alone])[:, 1]
+        chosen, by_family = model.DEFAULT, {}
+        if select:
+            chosen, grid = model.select(vectors[in_train], train_fraud, days[in_train],
+                                        (test_range[0] - train_range[1]).days - 1, seed=seed)
+            for candidate, result in zip(model.GRID, grid, strict=True):
+                best = by_family.get(candidate.family)
+                if best is None or result["mean_ap"] > best[1]:
+                    by_family[candidate.family] = (candidate, result["mean_ap"])
+        combined = train_model(vectors[in_train], train_fraud, seed,
+                               chosen).predict_proba(vectors[in_test])[:, 1]
+        probability = train_model(vectors[in_train][:, alone], train_fraud, seed,
+                                  chosen).predict_proba(vectors[in_test][:, alone])[:, 1]
+        name = f" ({chosen.describe()})" if select else ""
         systems = [
-            _result("DetectFraud: model + rules", combined, combined >= threshold, *args),
-            _result("model alone", probability, probability >= threshold, *args)]
+            _result(f"DetectFraud: model{name} + rules", combined, combined >= threshold,
+                    *args),
+            _result(f"model{name} alone", probability, probability >= threshold, *args)]
+        for candidate, _ in by_family.values():
+            if candidate == chosen:
+                continue
+            other = train_model(vectors[in_train][:, alone], train_fraud, seed,
+                                candidate).predict_proba(vectors[in_test][:, alone])[:, 1]
+            systems.append(_result(f"{candidate.describe()} alone", other,
+                                   other >= threshold, *args))
     systems += [
         _result("rules alone", rules, rules >= threshold, *args),
         # A rule is ranked by what it outputs, its flag, not by the amount it looks at.

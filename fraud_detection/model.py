@@ -20,7 +20,7 @@ import numpy as np
 from fraud_detection.errors import UsageError
 from fraud_detection.transforms.kernel import MODEL_FEATURES
 
-MODEL_FILE, INFO_FILE = "model.pkl", "model.json"
+MODEL_FILE, INFO_FILE, GRID_FILE = "model.pkl", "model.json", "grid.json"
 
 
 class ModelError(UsageError):
@@ -38,8 +38,55 @@ class ModelInfo:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-PARAMS = {"max_iter": 300, "learning_rate": 0.08, "max_leaf_nodes": 31,
-          "l2_regularization": 1.0, "early_stopping": False}
+@dataclass(frozen=True)
+class Candidate:
+    """A model family and its settings: one point of the selection grid."""
+    family: str  # "gradient boosting", "random forest", "logistic regression"
+    params: tuple[tuple[str, Any], ...]
+    class_weight: str | None = None  # None: as sampled; "balanced": frauds weigh more
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{k}={v}" for k, v in self.params)
+        return f"{self.family} ({shown}{', balanced' if self.class_weight else ''})"
+
+    def build(self, seed: int):
+        params = dict(self.params)
+        if self.family == "gradient boosting":
+            from sklearn.ensemble import HistGradientBoostingClassifier
+
+            return HistGradientBoostingClassifier(**params, early_stopping=False,
+                                                  class_weight=self.class_weight,
+                                                  random_state=seed)
+        if self.family == "random forest":
+            from sklearn.ensemble import RandomForestClassifier
+
+            return RandomForestClassifier(**params, n_jobs=2, random_state=seed,
+                                          class_weight=self.class_weight)
+        if self.family == "logistic regression":
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            return make_pipeline(StandardScaler(), LogisticRegression(
+                **params, max_iter=2000, class_weight=self.class_weight))
+        raise ValueError(f"unknown model family: {self.family}")
+
+
+DEFAULT = Candidate("gradient boosting", (("max_iter", 300), ("learning_rate", 0.08),
+                                          ("max_leaf_nodes", 31), ("l2_regularization", 1.0)))
+# What `train --select` and `evaluate --select` compare, by prequential average precision.
+GRID = (
+    DEFAULT,
+    Candidate("gradient boosting", (("max_iter", 200), ("learning_rate", 0.05),
+                                    ("max_leaf_nodes", 15), ("min_samples_leaf", 40),
+                                    ("l2_regularization", 1.0))),
+    Candidate("gradient boosting", DEFAULT.params, "balanced"),
+    Candidate("random forest", (("n_estimators", 100), ("min_samples_leaf", 2))),
+    Candidate("random forest", (("n_estimators", 100), ("min_samples_leaf", 5)),
+              "balanced"),
+    Candidate("logistic regression", (("C", 1.0),)),
+    Candidate("logistic regression", (("C", 0.1),), "balanced"),
+)
 
 
 # Above this many legitimate rows, training takes a uniform sample of them, each weighted
@@ -48,12 +95,11 @@ PARAMS = {"max_iter": 300, "learning_rate": 0.08, "max_leaf_nodes": 31,
 MAX_LEGIT_ROWS = 200_000
 
 
-def train(features: np.ndarray, labels: np.ndarray, seed: int = 0):
-    """A gradient-boosted tree model. Not re-weighted towards fraud: its probabilities
-    stay calibrated to the real fraud rate, so a probability of 0.5 means what the
-    threshold says."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
+def train(features: np.ndarray, labels: np.ndarray, seed: int = 0,
+          candidate: Candidate = DEFAULT):
+    """A fitted model of the candidate's family (by default gradient-boosted trees, not
+    re-weighted towards fraud: its probabilities stay calibrated to the real fraud
+    rate, so a probability of 0.5 means what the threshold says)."""
     if labels.sum() == 0 or labels.sum() == len(labels):
         raise ModelError("training needs both fraud and legitimate transactions")
     legit = np.flatnonzero(labels == 0)
@@ -63,21 +109,73 @@ def train(features: np.ndarray, labels: np.ndarray, seed: int = 0):
         rows = np.sort(np.concatenate([np.flatnonzero(labels != 0), sample]))
         weights = np.where(labels[rows] == 0, len(legit) / MAX_LEGIT_ROWS, 1.0)
         features, labels = features[rows], labels[rows]
-    model = HistGradientBoostingClassifier(**PARAMS, random_state=seed)
-    model.fit(features, labels, sample_weight=weights)
+    model = candidate.build(seed)
+    if candidate.family == "logistic regression":
+        model.fit(features, labels, logisticregression__sample_weight=weights)
+    else:
+        model.fit(features, labels, sample_weight=weights)
     return model
 
 
+def prequential_folds(days: np.ndarray, delay_days: int, folds: int = 3,
+                      fold_days: int = 7, min_fit_days: int = 7
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit rows, validation rows) masks inside a training window: validation weeks
+    that step back from its end, each fitted on the days before it less the label
+    delay, as the model will be used. Folds with too little history are left out."""
+    first, last = days.min(), days.max()
+    out = []
+    for f in range(folds):
+        val_to = last - dt.timedelta(days=f * fold_days)
+        val_from = val_to - dt.timedelta(days=fold_days - 1)
+        fit_to = val_from - dt.timedelta(days=delay_days + 1)
+        if (fit_to - first).days + 1 < min_fit_days:
+            break
+        out.append((days <= fit_to, (days >= val_from) & (days <= val_to)))
+    return out
+
+
+def select(features: np.ndarray, labels: np.ndarray, days: np.ndarray, delay_days: int,
+           grid: tuple[Candidate, ...] = GRID, seed: int = 0,
+           ) -> tuple[Candidate, list[dict[str, Any]]]:
+    """The grid's candidate with the best mean average precision over the prequential
+    folds, and every candidate's figures."""
+    from sklearn.metrics import average_precision_score
+
+    folds = [(fit, val) for fit, val in prequential_folds(days, delay_days)
+             if 0 < labels[fit].sum() < fit.sum() and 0 < labels[val].sum() < val.sum()]
+    if not folds:
+        raise ModelError("the training window is too short for model selection: it needs "
+                         f"{7 + delay_days + 7} days with fraud in each part")
+    results = []
+    for candidate in grid:
+        aps = [float(average_precision_score(labels[val], train(
+            features[fit], labels[fit], seed, candidate).predict_proba(features[val])[:, 1]))
+            for fit, val in folds]
+        results.append({"model": candidate.describe(), "family": candidate.family,
+                        "params": dict(candidate.params),
+                        "class_weight": candidate.class_weight,
+                        "ap_by_fold": [round(a, 4) for a in aps],
+                        "mean_ap": round(float(np.mean(aps)), 4)})
+    best = max(range(len(grid)), key=lambda i: results[i]["mean_ap"])
+    return grid[best], results
+
+
 def save(model: Any, folder: Path, train_rows: int, train_frauds: int,
-         metrics: dict[str, float] | None = None) -> ModelInfo:
+         metrics: dict[str, float] | None = None, candidate: Candidate = DEFAULT,
+         grid: list[dict[str, Any]] | None = None) -> ModelInfo:
     folder.mkdir(parents=True, exist_ok=True)
     payload = pickle.dumps(model)
     version = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + \
         hashlib.sha256(payload).hexdigest()[:8]
     info = ModelInfo(version, MODEL_FEATURES, dt.datetime.now(dt.UTC).isoformat(),
-                     train_rows, train_frauds, dict(PARAMS), dict(metrics or {}))
+                     train_rows, train_frauds,
+                     {"family": candidate.family, **dict(candidate.params),
+                      "class_weight": candidate.class_weight}, dict(metrics or {}))
     (folder / MODEL_FILE).write_bytes(payload)
     (folder / INFO_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
+    if grid is not None:  # what the selection compared, beside what it chose
+        (folder / GRID_FILE).write_text(json.dumps(grid, indent=2) + "\n")
     return info
 
 

@@ -4,6 +4,7 @@ that it leaks nothing from the test window."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 
@@ -208,3 +209,43 @@ def test_excluding_known_frauds_leaves_out_exactly_their_test_rows(feature_table
     assert fresh.known_fraud_rows == int(of_known.sum())
     assert fresh.test_rows == full.test_rows - int(of_known.sum())
     assert fresh.test_frauds == full.test_frauds - int((of_known & fraud).sum())
+
+
+def test_prequential_folds_step_back_from_the_window_end_less_the_delay():
+    from fraud_detection.model import prequential_folds
+
+    days = np.array(_days("2024-01-01", "2024-01-30"))
+    folds = prequential_folds(days, delay_days=7)
+    d = dt.date.fromisoformat
+    got = [((days[fit].min(), days[fit].max()), (days[val].min(), days[val].max()))
+           for fit, val in folds]
+    # Validation weeks 24-30 and 17-23, each fitted up to 8 days before it; a third
+    # (10-16) would fit on 2 days, fewer than a week: left out.
+    assert got == [((d("2024-01-01"), d("2024-01-16")), (d("2024-01-24"), d("2024-01-30"))),
+                   ((d("2024-01-01"), d("2024-01-09")), (d("2024-01-17"), d("2024-01-23")))]
+
+
+def test_selection_keeps_the_candidate_with_the_best_prequential_ap(feature_table, tmp_path):
+    from fraud_detection import model
+
+    days = np.array([t.date() for t in feature_table["event_time"].to_pylist()])
+    vectors = np.column_stack([feature_table[n].to_numpy() for n in model.MODEL_FEATURES])
+    fraud = np.array([label not in (None, "legit") for label in
+                      feature_table["label"].to_pylist()]).astype(int)
+    from sklearn.metrics import average_precision_score
+
+    grid_in = (model.Candidate("logistic regression", (("C", 1.0),)), model.DEFAULT)
+    chosen, grid = model.select(vectors, fraud, days, delay_days=2, grid=grid_in)
+    # Each figure is the AP of a model fitted before its validation week, delay left out.
+    folds = model.prequential_folds(days, 2)
+    for candidate, result in zip(grid_in, grid, strict=True):
+        aps = [average_precision_score(fraud[val], model.train(
+            vectors[fit], fraud[fit], 0, candidate).predict_proba(vectors[val])[:, 1])
+            for fit, val in folds]
+        assert result["ap_by_fold"] == [round(a, 4) for a in aps]
+        assert result["model"] == candidate.describe()
+    assert chosen == grid_in[int(np.argmax([r["mean_ap"] for r in grid]))]
+    info = model.save(model.train(vectors, fraud, candidate=chosen), tmp_path, len(fraud),
+                      int(fraud.sum()), candidate=chosen, grid=grid)
+    assert info.params["family"] == chosen.family
+    assert json.loads((tmp_path / model.GRID_FILE).read_text()) == grid
