@@ -37,6 +37,8 @@ COUNTERPARTY_TYPES = ("account", "merchant", "cash")
 ACCOUNT_TYPES = ("checking", "savings", "credit_card", "business")
 
 LEGIT = "legit"
+# A label is "legit" or a fraud scenario's name, free text: data from other sources keeps
+# its own scenarios, and reports group by whatever the data has. These are ours.
 FRAUD_LABELS = (
     "account_takeover",
     "card_testing",
@@ -46,6 +48,21 @@ FRAUD_LABELS = (
     "paysim_fraud",
     "analyst_confirmed",  # an alert an analyst confirmed (the labels topic)
 )
+
+LABEL_MAX_CHARS = 64
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-. ")
+
+
+def label_error(label: Any) -> str | None:
+    """Why a label is not one ("legit", or a scenario's name), or None."""
+    if not isinstance(label, str):
+        kind = "nothing" if label is None else type(label).__name__
+        return f"label: expected a scenario name or {LEGIT!r}, got {kind}"
+    if not label.strip() or len(label) > LABEL_MAX_CHARS or not set(label) <= _LABEL_CHARS:
+        return (f"label: {label[:80]!r} is not a scenario name (1 to {LABEL_MAX_CHARS} "
+                "letters, digits, spaces, '_', '-' or '.')")
+    return None
+
 
 # 10 billion in major units: larger is a data error, not a payment.
 MAX_AMOUNT_MINOR = 10**12
@@ -287,10 +304,10 @@ def validate_transaction(
 
     label = raw.get("label")
     if label is not None:
-        if label == LEGIT or label in FRAUD_LABELS:
+        if (error := label_error(label)) is None:
             values["label"] = label
         else:
-            errors.append(f"label: {_describe(label)} is not a known label")
+            errors.append(error)
 
     source = raw.get("source")
     if source is not None:

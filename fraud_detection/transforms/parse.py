@@ -15,12 +15,11 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from fraud_detection.records import (
-    FRAUD_LABELS,
-    LEGIT,
     DeadLetter,
     LabelEvent,
     Transaction,
     epoch_micros,
+    label_error,
     parse_event_time,
     raw_text,
     validate_entity,
@@ -170,9 +169,8 @@ def validate_label(raw: Any) -> tuple[LabelEvent | None, list[str]]:
     for name in ("transaction_id", "counterparty_id"):
         if not isinstance(raw.get(name), str) or not raw.get(name):
             errors.append(f"{name}: text required")
-    label = raw.get("label")
-    if label != LEGIT and label not in FRAUD_LABELS:
-        errors.append(f"label: {label!r} is not a known label")
+    if (error := label_error(raw.get("label"))) is not None:
+        errors.append(error)
     times = {}
     for name in ("transaction_time", "labelled_at"):
         try:
@@ -182,7 +180,7 @@ def validate_label(raw: Any) -> tuple[LabelEvent | None, list[str]]:
     if errors:
         return None, errors
     return LabelEvent(raw["transaction_id"], raw["counterparty_id"],
-                      times["transaction_time"], label, times["labelled_at"]), []
+                      times["transaction_time"], raw["label"], times["labelled_at"]), []
 
 
 def at_event_time(element: Any) -> TimestampedValue:

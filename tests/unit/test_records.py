@@ -114,3 +114,15 @@ def test_arbitrary_input_yields_errors_never_exceptions(raw):
 def test_amount_range(amount):
     tx, _errors = validate_transaction({**GOOD, "amount_cents": amount})
     assert (tx is not None) == (0 <= amount <= 10**12)
+
+
+def test_a_label_is_legit_or_any_scenario_name():
+    for label in ("legit", "card_testing", "skimming ring-2", "Fraud.v3"):
+        tx, errors = validate_transaction({**GOOD, "label": label})
+        assert errors == [] and tx.label == label
+        assert tx.is_fraud == (label != "legit")
+    for label, message in ((7, "got int"), ("", "is not a scenario name"),
+                           ("x" * 65, "is not a scenario name"),
+                           ("a;drop", "is not a scenario name")):
+        _, errors = validate_transaction({**GOOD, "label": label})
+        assert len(errors) == 1 and errors[0].startswith("label: ") and message in errors[0]

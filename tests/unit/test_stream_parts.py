@@ -50,10 +50,15 @@ def test_labels_are_checked_field_by_field() -> None:
             "transaction_time": "2024-01-02T03:04:05Z", "labelled_at": "2024-01-03T00:00:00Z"}
     event, errors = validate_label(good)
     assert errors == [] and event.transaction_id == "t1"
-    _, errors = validate_label({**good, "label": "maybe", "labelled_at": "soon"})
-    assert any("label: 'maybe'" in e for e in errors)
+    _, errors = validate_label({**good, "label": "<script>", "labelled_at": "soon"})
+    assert any(e.startswith("label: '<script>'") for e in errors)
     assert any(e.startswith("labelled_at:") for e in errors)
     assert validate_label([1])[1] == ["label: expected an object, got list"]
+    # Any scenario name is a fraud label: an imported dataset keeps its own.
+    event, errors = validate_label({**good, "label": "skimming ring-2"})
+    assert errors == [] and event.label == "skimming ring-2"
+    assert validate_label({**good, "label": None})[1] == [
+        "label: expected a scenario name or 'legit', got nothing"]
 
 
 def test_streamer_configs_reject_bad_values_in_one_line(tmp_path) -> None:
