@@ -264,7 +264,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
                             settings.fraud_threshold, k=args.k, windows=windows,
                             saved=saved, exclude_known_frauds=args.exclude_known_frauds,
                             select=args.select)
-    text = f"{report.summary()}\n\n{report.table()}"
+    text = f"{report.summary()}\n\n{report.table()}\n\n{report.budget_table()}"
     print(text)
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)

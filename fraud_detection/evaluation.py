@@ -6,6 +6,7 @@ a bootstrap 95% interval over the test days, so two systems can be told apart.""
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,10 @@ from fraud_detection.records import LEGIT
 from fraud_detection.transforms.kernel import RULES_SCORE
 
 SEED_RULE_CENTS = 500_000
+# An operating point to compare systems at: each flags what scores above its own top 1%
+# of legitimate test transactions (recall at a 1% false-positive rate, a ranking figure
+# like AUC: it uses the labels to place the cut).
+LEGIT_BUDGET = 0.01
 BOOTSTRAP_ROUNDS = 200
 
 Interval = tuple[float, float]
@@ -39,6 +44,9 @@ class SystemResult:
     auc_interval: Interval = (float("nan"), float("nan"))  # bootstrap 95%, over days
     ap_interval: Interval = (float("nan"), float("nan"))
     precision_at_k_interval: Interval = (float("nan"), float("nan"))
+    # The same with at most LEGIT_BUDGET of legitimate test transactions flagged.
+    budget_legit_flagged: float = float("nan")
+    budget_recall: dict[str, float] | None = None
 
 
 def _with_interval(value: float, interval: Interval) -> str:
@@ -76,6 +84,18 @@ class EvaluationReport:
                      f"{s.legit_flagged:.2%}",
                      *(f"{s.recall.get(label, float('nan')):.0%}" for label in labels)]
             lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def budget_table(self) -> str:
+        """Recall per scenario with at most LEGIT_BUDGET of legitimate rows flagged."""
+        labels = sorted({label for s in self.systems for label in s.budget_recall or {}})
+        lines = [f"| system (at most {LEGIT_BUDGET:.0%} of legit flagged) | legit flagged | "
+                 + " | ".join(f"recall {label}" for label in labels) + " |",
+                 "|" + " --- |" * (2 + len(labels))]
+        for s in self.systems:
+            recall = s.budget_recall or {}
+            lines.append("| " + " | ".join([s.name, f"{s.budget_legit_flagged:.2%}", *(
+                f"{recall.get(label, float('nan')):.0%}" for label in labels)]) + " |")
         return "\n".join(lines)
 
     def summary(self) -> str:
@@ -158,8 +178,13 @@ def _result(name: str, scores: np.ndarray, flagged: np.ndarray, labels: np.ndarr
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     fraud = labels != LEGIT
-    recall = {str(label): float(flagged[labels == label].mean())
-              for label in sorted(set(labels.tolist())) if label != LEGIT}
+    scenarios = sorted(set(labels.tolist()) - {LEGIT})
+    recall = {str(label): float(flagged[labels == label].mean()) for label in scenarios}
+    # Flagged within the budget: above the score of the legit row ranked just past it.
+    legit_scores = np.sort(scores[~fraud])[::-1]
+    allowed = math.floor(LEGIT_BUDGET * len(legit_scores))
+    cut = legit_scores[allowed] if allowed < len(legit_scores) else -np.inf
+    alerts = scores > cut
     auc, ap = _defined(roc_auc_score), _defined(average_precision_score)
     by_day = precision_at_k_by_day(days, accounts, scores, fraud, k)
     day_list = np.array(list(by_day), dtype=object)
@@ -171,7 +196,10 @@ def _result(name: str, scores: np.ndarray, flagged: np.ndarray, labels: np.ndarr
         auc_interval=bootstrap_interval(lambda rows: auc(fraud[rows], scores[rows]), days),
         ap_interval=bootstrap_interval(lambda rows: ap(fraud[rows], scores[rows]), days),
         precision_at_k_interval=bootstrap_interval(
-            lambda rows: float(day_precision[rows].mean()), day_list))
+            lambda rows: float(day_precision[rows].mean()), day_list),
+        budget_legit_flagged=float(alerts[~fraud].mean()) if (~fraud).any() else 0.0,
+        budget_recall={str(label): float(alerts[labels == label].mean())
+                       for label in scenarios})
 
 
 @dataclass(frozen=True)

@@ -249,3 +249,24 @@ def test_selection_keeps_the_candidate_with_the_best_prequential_ap(feature_tabl
                       int(fraud.sum()), candidate=chosen, grid=grid)
     assert info.params["family"] == chosen.family
     assert json.loads((tmp_path / model.GRID_FILE).read_text()) == grid
+
+
+def test_recall_at_one_percent_of_legit_flagged_whatever_the_threshold():
+    from fraud_detection.evaluation import _result
+
+    n = 203  # 200 legit: 1% of them is 2
+    scores = np.linspace(0.3, 0.0, n)  # all below the 0.5 threshold
+    labels = np.array(["legit"] * n, dtype=object)
+    labels[[0, 5]] = "spike"
+    labels[4] = "skimming"
+    result = _result("s", scores, scores >= 0.5, labels, np.ones(n), np.arange(n), k=10)
+    assert result.recall == {"skimming": 0.0, "spike": 0.0}
+    # Above the third-highest legit score (row 3): rows 0-2, of which 2 legit.
+    assert result.budget_recall == {"skimming": 0.0, "spike": 0.5}
+    assert result.budget_legit_flagged == 2 / 200
+    # A flag on more than 1% of the legit rows cannot be cut inside the budget.
+    flag = np.zeros(n)
+    flag[:10] = 1.0
+    result = _result("f", flag, flag > 0, labels, np.ones(n), np.arange(n), k=10)
+    assert result.budget_recall == {"skimming": 0.0, "spike": 0.0}
+    assert result.budget_legit_flagged == 0.0
