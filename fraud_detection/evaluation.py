@@ -360,3 +360,47 @@ def evaluate_table(table: pa.Table, train_days: int, delay_days: int, test_days:
                             int(fraud[in_train].sum()), int(in_test.sum()),
                             int(fraud[in_test].sum()), k, threshold, systems, ceiling,
                             excluded)
+
+
+def rules_ablation(transactions: pa.Table, rules: list, train_days: int, delay_days: int,
+                   test_days: int, threshold: float, k: int = 100, seed: int = 0,
+                   windows: Windows = Windows(), label_delay_days: int | None = None,
+                   counterparty_window_days: int | None = None) -> str:
+    """What each rule earns: the model trained with the rules' score, with every rule,
+    with none, and without each rule in turn, on the same windows. A table: AP, and
+    recall per scenario with at most LEGIT_BUDGET of legitimate rows flagged."""
+    from fraud_detection.transforms import kernel
+
+    options = {"delay_days": kernel.DELAY_DAYS if label_delay_days is None
+               else label_delay_days,
+               "window_days": kernel.WINDOW_DAYS if counterparty_window_days is None
+               else counterparty_window_days}
+    variants = [("every rule", rules), ("no rules", []),
+                *((f"without {rule.rule_id}", [r for r in rules if r is not rule])
+                  for rule in rules)]
+    results: list[SystemResult] = []
+    for name, subset in variants:
+        table = kernel.detect(transactions, kernel.Decider(subset), features_only=True,
+                              **options)
+        days = np.array([t.date() for t in table["event_time"].to_pylist()])
+        labels = np.array([x or LEGIT for x in table["label"].to_pylist()], dtype=object)
+        train_range, test_range = time_split(days.tolist(), train_days, delay_days,
+                                             test_days, windows)
+        in_train = (days >= train_range[0]) & (days <= train_range[1])
+        in_test = (days >= test_range[0]) & (days <= test_range[1])
+        vectors = np.column_stack([table[n].to_numpy() for n in MODEL_FEATURES])
+        fraud = labels != LEGIT
+        scores = train_model(vectors[in_train], fraud[in_train].astype(int),
+                             seed).predict_proba(vectors[in_test])[:, 1]
+        accounts = np.array(table["account_id"].to_pylist(), dtype=object)[in_test]
+        results.append(_result(name, scores, scores >= threshold, labels[in_test],
+                               days[in_test], accounts, k))
+    scenarios = sorted({label for r in results for label in r.budget_recall or {}})
+    lines = [f"| model trained with | AP | recall at most {LEGIT_BUDGET:.0%} legit flagged: "
+             + " | ".join(scenarios) + " |", "|" + " --- |" * (2 + len(scenarios))]
+    for r in results:
+        lines.append("| " + " | ".join([r.name, _with_interval(r.average_precision,
+                                                              r.ap_interval),
+                                        *(f"{(r.budget_recall or {}).get(x, 0):.0%}"
+                                          for x in scenarios)]) + " |")
+    return "\n".join(lines)

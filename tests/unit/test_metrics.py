@@ -131,17 +131,23 @@ def test_windows_that_overlap_or_leave_the_data_are_refused():
 
 
 @pytest.fixture(scope="module")
-def feature_table(tmp_path_factory) -> pa.Table:
-    """A 21-day world's feature table (the table `features` writes)."""
+def transactions(tmp_path_factory) -> pa.Table:
+    """A 21-day world's transactions."""
     from fraud_detection.datagen.world import WorldConfig, generate
     from fraud_detection.io.parquet import read_transactions
-    from fraud_detection.transforms import kernel
-    from fraud_detection.transforms.rules import load_rules
 
     out = tmp_path_factory.mktemp("metrics-world")
     generate(WorldConfig(days=21, seed=11, rows=12_000, banks=1), out, progress=False)
-    return kernel.detect(read_transactions(out), kernel.Decider(load_rules(), 0.5),
-                         features_only=True)
+    return read_transactions(out)
+
+
+@pytest.fixture(scope="module")
+def feature_table(transactions) -> pa.Table:
+    """Its feature table (the table `features` writes)."""
+    from fraud_detection.transforms import kernel
+    from fraud_detection.transforms.rules import load_rules
+
+    return kernel.detect(transactions, kernel.Decider(load_rules(), 0.5), features_only=True)
 
 
 def test_evaluation_is_reproducible_and_windows_equal_their_counts(feature_table):
@@ -270,3 +276,22 @@ def test_recall_at_one_percent_of_legit_flagged_whatever_the_threshold():
     result = _result("f", flag, flag > 0, labels, np.ones(n), np.arange(n), k=10)
     assert result.budget_recall == {"skimming": 0.0, "spike": 0.0}
     assert result.budget_legit_flagged == 0.0
+
+
+def test_rules_ablation_rows_are_the_model_with_each_rule_set(transactions):
+    from fraud_detection.evaluation import rules_ablation
+    from fraud_detection.transforms import kernel
+    from fraud_detection.transforms.rules import load_rules
+
+    rules = load_rules()[:2]
+    text = rules_ablation(transactions, rules, 10, 2, 7, 0.5, k=10)
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1]
+            for line in text.splitlines()[2:]}
+    assert list(rows) == ["every rule", "no rules",
+                          *(f"without {r.rule_id}" for r in rules)]
+    # Each row is what evaluate gives its model + rules with that rule set.
+    for name, subset in (("every rule", rules), ("no rules", []),
+                         (f"without {rules[0].rule_id}", rules[1:])):
+        table = kernel.detect(transactions, kernel.Decider(subset), features_only=True)
+        ap = evaluate_table(table, 10, 2, 7, 0.5, k=10).systems[0].average_precision
+        assert rows[name].startswith(f"{ap:.3f} ("), name
