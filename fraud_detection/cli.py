@@ -267,42 +267,37 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
                             saved=saved, exclude_known_frauds=args.exclude_known_frauds,
                             select=args.select)
     text = f"{report.summary()}\n\n{report.table()}\n\n{report.budget_table()}"
-    print(text)
-    if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(text + "\n")
+    _print_report(text, args.report)
     return 0
+
+
+def _print_report(text: str, report: Path | None) -> None:
+    print(text)
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(text + "\n")
 
 
 def _ablate_rules(args: argparse.Namespace, settings: Settings, windows) -> int:
     from fraud_detection.beam_pipelines.validate import input_pattern
     from fraud_detection.evaluation import check_input, rules_ablation
-    from fraud_detection.io.parquet import read_transactions
+    from fraud_detection.io.parquet import read_valid_transactions
     from fraud_detection.transforms.rules import load_rules
 
     if args.features:
         raise UsageError("--ablate-rules recomputes the features for each rule set: give "
                          "--input, not --features")
-    source = str(args.input or settings.data_dir)
-    check_input(input_pattern(source), args.train_days, args.delay_days, args.test_days,
-                windows)
-    from fraud_detection.records import validate_transaction
-    from fraud_detection.transforms.kernel import table_of
-
-    checked = [validate_transaction(row)
-               for row in read_transactions(Path(source)).to_pylist()]
-    valid = [tx for tx, _ in checked if tx is not None]
-    if len(valid) < len(checked):
-        print(f"{len(checked) - len(valid)} invalid rows left out", flush=True)
-    text = rules_ablation(table_of(valid), load_rules(args.rules),
+    pattern = input_pattern(str(args.input or settings.data_dir))
+    check_input(pattern, args.train_days, args.delay_days, args.test_days, windows)
+    transactions, invalid = read_valid_transactions(pattern)
+    if invalid:
+        print(f"{invalid} invalid rows left out", flush=True)
+    text = rules_ablation(transactions, load_rules(args.rules),
                           args.train_days, args.delay_days, args.test_days,
                           settings.fraud_threshold, args.k, windows=windows,
                           label_delay_days=args.label_delay_days,
                           counterparty_window_days=args.counterparty_window_days)
-    print(text)
-    if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(text + "\n")
+    _print_report(text, args.report)
     return 0
 
 

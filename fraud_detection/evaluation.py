@@ -9,7 +9,7 @@ import datetime as dt
 import math
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from fraud_detection.errors import UsageError
 from fraud_detection.model import MODEL_FEATURES
 from fraud_detection.model import train as train_model
 from fraud_detection.records import LEGIT
-from fraud_detection.transforms.kernel import RULES_SCORE
+from fraud_detection.transforms.kernel import DELAY_DAYS, RULES_SCORE, WINDOW_DAYS
 
 SEED_RULE_CENTS = 500_000
 # An operating point to compare systems at: each flags what scores above its own top 1%
@@ -46,7 +46,7 @@ class SystemResult:
     precision_at_k_interval: Interval = (float("nan"), float("nan"))
     # The same with at most LEGIT_BUDGET of legitimate test transactions flagged.
     budget_legit_flagged: float = float("nan")
-    budget_recall: dict[str, float] | None = None
+    budget_recall: dict[str, float] = field(default_factory=dict)
 
 
 def _with_interval(value: float, interval: Interval) -> str:
@@ -88,14 +88,14 @@ class EvaluationReport:
 
     def budget_table(self) -> str:
         """Recall per scenario with at most LEGIT_BUDGET of legitimate rows flagged."""
-        labels = sorted({label for s in self.systems for label in s.budget_recall or {}})
+        labels = sorted({label for s in self.systems for label in s.budget_recall})
         lines = [f"| system (at most {LEGIT_BUDGET:.0%} of legit flagged) | legit flagged | "
                  + " | ".join(f"recall {label}" for label in labels) + " |",
                  "|" + " --- |" * (2 + len(labels))]
         for s in self.systems:
-            recall = s.budget_recall or {}
             lines.append("| " + " | ".join([s.name, f"{s.budget_legit_flagged:.2%}", *(
-                f"{recall.get(label, float('nan')):.0%}" for label in labels)]) + " |")
+                f"{s.budget_recall.get(label, float('nan')):.0%}" for label in labels)])
+                + " |")
         return "\n".join(lines)
 
     def summary(self) -> str:
@@ -292,23 +292,19 @@ def evaluate_table(table: pa.Table, train_days: int, delay_days: int, test_days:
     left out of the test metrics, as the literature does.
     select: pick the model by prequential AP inside the training window (model.GRID),
     and show each family's best alone."""
-    days = np.array([t.date() for t in table["event_time"].to_pylist()])
-    labels = np.array([label or LEGIT for label in table["label"].to_pylist()], dtype=object)
-    if (labels == LEGIT).all():
+    days, labels, fraud, all_accounts, vectors = _columns(table)
+    if not fraud.any():
         raise UsageError("the input has no fraud labels: nothing to evaluate against")
     train_range, test_range = time_split(days.tolist(), train_days, delay_days, test_days,
                                          windows)
     in_train = (days >= train_range[0]) & (days <= train_range[1])
     in_test = (days >= test_range[0]) & (days <= test_range[1])
-    fraud = labels != LEGIT
-    all_accounts = np.array(table["account_id"].to_pylist(), dtype=object)
     excluded = 0
     if exclude_known_frauds:
         known = known_fraud_accounts(all_accounts, days, fraud, test_range[0])
         left_out = in_test & np.isin(all_accounts, list(known))
         excluded = int(left_out.sum())
         in_test &= ~left_out
-    vectors = np.column_stack([table[name].to_numpy() for name in MODEL_FEATURES])
     if not fraud[in_test].any():
         raise UsageError(f"no fraud in the test days {test_range[0]}..{test_range[1]}")
     rules = table[RULES_SCORE].to_numpy()[in_test]
@@ -362,45 +358,47 @@ def evaluate_table(table: pa.Table, train_days: int, delay_days: int, test_days:
                             excluded)
 
 
+def _columns(table: pa.Table) -> tuple[np.ndarray, ...]:
+    """A feature table's days, labels, fraud flags, accounts and model input."""
+    days = np.array([t.date() for t in table["event_time"].to_pylist()])
+    labels = np.array([label or LEGIT for label in table["label"].to_pylist()], dtype=object)
+    accounts = np.array(table["account_id"].to_pylist(), dtype=object)
+    vectors = np.column_stack([table[name].to_numpy() for name in MODEL_FEATURES])
+    return days, labels, labels != LEGIT, accounts, vectors
+
+
 def rules_ablation(transactions: pa.Table, rules: list, train_days: int, delay_days: int,
                    test_days: int, threshold: float, k: int = 100, seed: int = 0,
-                   windows: Windows = Windows(), label_delay_days: int | None = None,
-                   counterparty_window_days: int | None = None) -> str:
+                   windows: Windows = Windows(), label_delay_days: int = DELAY_DAYS,
+                   counterparty_window_days: int = WINDOW_DAYS) -> str:
     """What each rule earns: the model trained with the rules' score, with every rule,
     with none, and without each rule in turn, on the same windows. A table: AP, and
     recall per scenario with at most LEGIT_BUDGET of legitimate rows flagged."""
     from fraud_detection.transforms import kernel
 
-    options = {"delay_days": kernel.DELAY_DAYS if label_delay_days is None
-               else label_delay_days,
-               "window_days": kernel.WINDOW_DAYS if counterparty_window_days is None
-               else counterparty_window_days}
     variants = [("every rule", rules), ("no rules", []),
                 *((f"without {rule.rule_id}", [r for r in rules if r is not rule])
                   for rule in rules)]
     results: list[SystemResult] = []
     for name, subset in variants:
         table = kernel.detect(transactions, kernel.Decider(subset), features_only=True,
-                              **options)
-        days = np.array([t.date() for t in table["event_time"].to_pylist()])
-        labels = np.array([x or LEGIT for x in table["label"].to_pylist()], dtype=object)
+                              delay_days=label_delay_days,
+                              window_days=counterparty_window_days)
+        days, labels, fraud, accounts, vectors = _columns(table)
         train_range, test_range = time_split(days.tolist(), train_days, delay_days,
                                              test_days, windows)
         in_train = (days >= train_range[0]) & (days <= train_range[1])
         in_test = (days >= test_range[0]) & (days <= test_range[1])
-        vectors = np.column_stack([table[n].to_numpy() for n in MODEL_FEATURES])
-        fraud = labels != LEGIT
         scores = train_model(vectors[in_train], fraud[in_train].astype(int),
                              seed).predict_proba(vectors[in_test])[:, 1]
-        accounts = np.array(table["account_id"].to_pylist(), dtype=object)[in_test]
         results.append(_result(name, scores, scores >= threshold, labels[in_test],
-                               days[in_test], accounts, k))
-    scenarios = sorted({label for r in results for label in r.budget_recall or {}})
+                               days[in_test], accounts[in_test], k))
+    scenarios = sorted({label for r in results for label in r.budget_recall})
     lines = [f"| model trained with | AP | recall at most {LEGIT_BUDGET:.0%} legit flagged: "
              + " | ".join(scenarios) + " |", "|" + " --- |" * (2 + len(scenarios))]
     for r in results:
         lines.append("| " + " | ".join([r.name, _with_interval(r.average_precision,
                                                               r.ap_interval),
-                                        *(f"{(r.budget_recall or {}).get(x, 0):.0%}"
+                                        *(f"{r.budget_recall.get(x, 0):.0%}"
                                           for x in scenarios)]) + " |")
     return "\n".join(lines)

@@ -54,10 +54,12 @@ def run(argv: list[str] | None = None) -> FeatureSummary:
         raise UsageError("--features_out is required")
     detect = options.view_as(DetectOptions)
     rules = load_rules(Path(detect.rules))
-    for name in ("label_delay_days", "counterparty_window_days"):
-        if getattr(opts, name) < (1 if name == "counterparty_window_days" else 0):
-            raise UsageError(f"--{name.replace('_', '-')}: out of range: "
-                             f"{getattr(opts, name)}")
+    if opts.label_delay_days < 0:
+        raise UsageError(f"--label-delay-days must not be negative, got "
+                         f"{opts.label_delay_days}")
+    if opts.counterparty_window_days < 1:
+        raise UsageError(f"--counterparty-window-days must be at least 1, got "
+                         f"{opts.counterparty_window_days}")
     shards = detect.checked_shards()
     started = time.monotonic()
     with beam.Pipeline(options=options) as pipeline:

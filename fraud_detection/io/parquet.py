@@ -151,6 +151,17 @@ def read_columns(pattern: str, columns: Sequence[str]) -> pa.Table:
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
+def read_valid_transactions(pattern: str) -> tuple[pa.Table, int]:
+    """Every transaction a glob matches that passes validation, as a canonical table, and
+    how many did not: for in-process work (the kernel) on what a pipeline would read."""
+    from fraud_detection.records import validate_transaction
+    from fraud_detection.transforms.kernel import table_of
+
+    rows = read_columns(pattern, TRANSACTION_SCHEMA.names).to_pylist()
+    valid = [tx for tx, _ in map(validate_transaction, rows) if tx is not None]
+    return table_of(valid), len(rows) - len(valid)
+
+
 def read_transactions(root: Path) -> pa.Table:
     files = transaction_files(root)
     if not files:

@@ -772,20 +772,22 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
     row_key = np.maximum(code, 0) * (1 << 32)
     hi = np.searchsorted(keys, row_key + newest, side="left")
     verdicts = np.flatnonzero(label_fraud).tolist()  # few: analysts' verdicts
-    features: dict[str, np.ndarray] = {}
-    for days, names in ((window_days, ("", "counterparty_risk")),
-                        *((d, (f"counterparty_count_{d}d", f"counterparty_fraud_{d}d"))
-                          for d in COUNTERPARTY_WINDOWS)):
+    counted_row = code >= 0
+
+    def window(days: int) -> tuple[np.ndarray, np.ndarray]:
+        """(transactions, smoothed fraud share) over the days ending `newest`."""
         lo = np.searchsorted(keys, row_key + newest - days, side="left")
         total, frauds = count[hi] - count[lo], fraud[hi] - fraud[lo]
         for i in verdicts:
             frauds = frauds + ((code == label_code[i]) & (t >= label_at[i])
                                & (label_day[i] >= newest - days) & (label_day[i] < newest))
         share = (frauds + PRIOR_WEIGHT * PRIOR_FRAUD_RATE) / (total + PRIOR_WEIGHT)
-        counted_total, share = np.where(code >= 0, total, 0), np.where(code >= 0, share, 0.0)
-        if names[0]:
-            features[names[0]] = counted_total.astype(np.float64)
-        features[names[1]] = round6(share)
+        return (np.where(counted_row, total, 0).astype(np.float64),
+                round6(np.where(counted_row, share, 0.0)))
+
+    features = {"counterparty_risk": window(window_days)[1]}
+    for d in COUNTERPARTY_WINDOWS:
+        features[f"counterparty_count_{d}d"], features[f"counterparty_fraud_{d}d"] = window(d)
     if not keep_state:
         return features, {}
 
@@ -1036,8 +1038,7 @@ def decide(table: pa.Table, features: Mapping[str, np.ndarray], decider: Decider
     model's probability given the features and that noisy-or; the reasons name every
     rule that fired, and the model's probability."""
     n = table.num_rows
-    # Each row's factors multiplied in rule order, then the model's.
-    remaining = np.ones(n)
+    remaining = np.ones(n)  # the rules' noisy-or: factors multiplied in rule order
     reason_rows: list[np.ndarray] = []
     reason_texts: list[str] = []
     for rule, rows, found in _firings(decider.rules, table, features):
@@ -1045,11 +1046,10 @@ def decide(table: pa.Table, features: Mapping[str, np.ndarray], decider: Decider
         reason_rows.append(rows)
         reason_texts.extend(hit_text(rule.rule_id, rule.description, field, value)
                             for field, value in found)
-    rules_score = round6(1.0 - remaining)
+    score = round6(1.0 - remaining)
     if decider.model is not None and n:
-        probabilities = decider.model.predict_proba(
-            model_matrix(table, features, rules_score))[:, 1]
-        remaining = 1.0 - probabilities
+        probabilities = decider.model.predict_proba(model_matrix(table, features, score))[:, 1]
+        score = round6(probabilities)
         name = decider.model_version or "score"
         reason_rows.append(np.arange(n))
         reason_texts.extend(f"model {name}: {p:.2f}" for p in probabilities.tolist())
@@ -1057,7 +1057,6 @@ def decide(table: pa.Table, features: Mapping[str, np.ndarray], decider: Decider
     late_rows = np.flatnonzero(late)
     reason_rows.append(late_rows)
     reason_texts.extend([LATE_REASON] * len(late_rows))
-    score = round6(1.0 - remaining)
     rows = np.concatenate(reason_rows) if reason_rows else np.zeros(0, dtype=np.int64)
     in_row_order = np.argsort(rows, kind="stable")  # keeps rule order within a row
     offsets = np.zeros(n + 1, dtype=np.int32)
