@@ -32,7 +32,7 @@ from fraud_detection.store.tables import (
     benford_row,
     dead_letter_row,
     entity_rows,
-    scored_transaction_rows,
+    scored_table_rows,
 )
 from fraud_detection.transforms.benford import BenfordReports
 from fraud_detection.transforms.detect import DetectFraud
@@ -86,10 +86,11 @@ def run(argv: list[str], settings: Settings, lookback: Sequence[str] = (),
             # Its dead letters belong to the runs of their own days.
             history = (checked.valid, earlier.valid) | "WithLookBack" >> beam.Flatten()
         failed = [
-            history
+            (history
             | "Detect" >> DetectFraud(rules, settings.fraud_threshold, model_dir=model_dir,
-                                      shards=shards, days=days)
-            | "WriteTransactions" >> WriteToCassandra(settings, scored_transaction_rows),
+                                      shards=shards, days=days, as_tables=True)
+            | "WriteTransactions" >> WriteToCassandra(settings, scored_table_rows,
+                                                      batched=True)).failed,
             checked.valid
             | "AtEventTime" >> beam.Map(at_event_time)
             | "Benford" >> BenfordReports()

@@ -35,7 +35,7 @@ from fraud_detection.io.kafka import (
 )
 from fraud_detection.progress import ProgressReporter
 from fraud_detection.records import DeadLetter, ScoredTransaction
-from fraud_detection.store.tables import dead_letter_row, scored_transaction_rows
+from fraud_detection.store.tables import dead_letter_row, scored_table_rows
 from fraud_detection.transforms import kernel
 from fraud_detection.transforms.detect import DEFAULT_CELL_MS, DetectFraud
 from fraud_detection.transforms.parse import (
@@ -79,10 +79,6 @@ def alert_message(scored: ScoredTransaction) -> tuple[str, dict[str, Any]]:
         "counterparty_id": tx.counterparty_id, "amount_cents": tx.amount_cents,
         "currency": tx.currency, "score": scored.score, "reasons": list(scored.reasons),
         "late": scored.late, "model_version": scored.model_version}
-
-
-def transaction_position(scored: ScoredTransaction) -> str:
-    return scored.transaction.position
 
 
 def dead_letter_message(letter: DeadLetter) -> tuple[str | None, dict[str, Any]]:
@@ -152,8 +148,7 @@ def run(argv: list[str], settings: Settings) -> DetectSummary:
     written = [
         # Scored tables, not records, cross the sink's Reshuffle: one element per firing.
         scored | "WriteTransactions" >> WriteToCassandra(
-            settings, scored_transaction_rows, max_attempts=STREAM_WRITE_ATTEMPTS,
-            position_of=transaction_position, records_of=kernel.scored_records),
+            settings, scored_table_rows, max_attempts=STREAM_WRITE_ATTEMPTS, batched=True),
         dead | "WriteDeadLetters" >> WriteToCassandra(
             # Each letter carries its message's time, so a re-read writes the same row.
             settings, lambda letter: [dead_letter_row(letter)],

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
@@ -26,7 +28,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from fraud_detection.config import Settings
 from fraud_detection.store.keyspace import backoff, connect_when_up, transient_errors, waiting
-from fraud_detection.store.tables import STATEMENTS, RowWrite
+from fraud_detection.store.tables import STATEMENTS, RowWrite, TableRows
 
 
 @dataclass(frozen=True)
@@ -54,18 +56,99 @@ def _describe(error: BaseException) -> str:
 ROWS_PER_REQUEST = 20
 
 
-def one_request(prepared: Mapping[str, Any], rows: Sequence[RowWrite]) -> Any:
+# CQL types whose values are fixed-width big-endian numbers: the numpy type they take.
+_FIXED_WIDTH = {"LongType": ">i8", "CounterColumnType": ">i8", "Int32Type": ">i4",
+                "DoubleType": ">f8", "BooleanType": "?", "DateType": ">i8",
+                "SimpleDateType": ">u4"}
+_TEXT = frozenset({"UTF8Type", "VarcharType", "AsciiType"})
+_UNIT_PER_MS = {"s": None, "ms": 1, "us": 1_000, "ns": 1_000_000}
+
+
+def serialized_column(cql_type: Any, column: pa.Array, protocol_version: int,
+                      ) -> list[bytes | None]:
+    """A column's values as the driver would serialize each for cql_type (None for
+    null), computed for the whole column at once where the type allows."""
+    name = cql_type.__name__
+    nulls = column.null_count
+    if name in _TEXT and (pa.types.is_string(column.type) or pa.types.is_large_string(
+            column.type)):
+        return column.cast(pa.binary()).to_pylist()
+    unit = getattr(column.type, "unit", None)
+    width = _FIXED_WIDTH.get(name)
+    numeric = (name == "DateType" and pa.types.is_timestamp(column.type)
+               and _UNIT_PER_MS[unit] is not None) or \
+        (name == "SimpleDateType" and pa.types.is_date32(column.type)) or \
+        (name not in ("DateType", "SimpleDateType") and width is not None
+         and (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+              or pa.types.is_boolean(column.type)))
+    if not numeric:  # the driver's own serializer, value by value
+        return [None if v is None else cql_type.serialize(v, protocol_version)
+                for v in column.to_pylist()]
+    if name == "DateType":
+        values = np.floor_divide(column.cast(pa.int64()).fill_null(0).to_numpy(),
+                                 _UNIT_PER_MS[unit])
+    elif name == "SimpleDateType":  # days since the epoch, centred on 2**31
+        values = column.cast(pa.int32()).fill_null(0).to_numpy().astype(np.int64) + 2**31
+    else:
+        values = column.fill_null(False if pa.types.is_boolean(column.type) else 0
+                                  ).to_numpy(zero_copy_only=False)
+    packed = np.ascontiguousarray(values.astype(width))
+    out = pa.Array.from_buffers(pa.binary(packed.itemsize), len(packed),
+                                [None, pa.py_buffer(packed.tobytes())]).to_pylist()
+    if nulls:
+        for i in np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False)).tolist():
+            out[i] = None
+    return out
+
+
+def _statement(prepared: Any, values: tuple, serialized: bool) -> Any:
+    from cassandra.query import BoundStatement
+
+    if serialized:  # already the protocol's bytes: bound as they are
+        bound = BoundStatement(prepared)
+        bound.values = values
+        return bound
+    return prepared.bind(values)
+
+
+def one_request(prepared: Mapping[str, Any], rows: Sequence[RowWrite],
+                serialized: bool = False) -> Any:
     """Rows as one statement: an unlogged batch when there are several (one request
-    instead of one per row; a node applies it all or nothing)."""
+    instead of one per row; a node applies it all or nothing). serialized: the rows'
+    values are serialized_rows' bytes, not values for the driver to bind."""
     from cassandra.query import BatchStatement, BatchType
 
     if len(rows) == 1:
         table, values = rows[0]
-        return prepared[table].bind(values)
+        return _statement(prepared[table], values, serialized)
     batch = BatchStatement(batch_type=BatchType.UNLOGGED)
     for table, values in rows:
-        batch.add(prepared[table], values)
+        batch.add(_statement(prepared[table], values, serialized))
     return batch
+
+
+def serialized_rows(prepared: Mapping[str, Any], rows: TableRows,
+                    ) -> list[tuple[str, list[RowWrite]]]:
+    """A batch's column-wise rows -> (position, its rows) per record, each row's values
+    the protocol's bytes: each column serialized once, for the type its prepared
+    statement binds, whichever statements bind it."""
+    per_record: list[list[RowWrite]] = [[] for _ in rows.positions]
+    done: dict[tuple[int, str], list[bytes | None]] = {}
+    everyone = len(rows.positions)
+    for table, records, columns in rows.statements:
+        statement = prepared[table]
+        serialized = []
+        for spec, column in zip(statement.column_metadata, columns, strict=True):
+            key = (id(column), spec.type.__name__)
+            if key not in done:
+                done[key] = serialized_column(spec.type, column, statement.protocol_version)
+            serialized.append(done[key])
+        picked = records.tolist()
+        if len(picked) < everyone:
+            serialized = [[column[i] for i in picked] for column in serialized]
+        for record, values in zip(picked, zip(*serialized, strict=True), strict=True):
+            per_record[record].append((table, values))
+    return list(zip(rows.positions, per_record, strict=True))
 
 
 def packed(records_rows: Iterable[Sequence[RowWrite]],
@@ -98,12 +181,12 @@ class _WriteRecordsFn(beam.DoFn):
                  to_rows: Callable[[Any], Iterable[RowWrite]], max_in_flight: int,
                  max_attempts: int, backoff_seconds: float,
                  position_of: Callable[[Any], str] | None = None,
-                 records_of: Callable[[Any], Iterable[Any]] | None = None) -> None:
+                 batched: bool = False) -> None:
         self.settings = settings
         self.statements = dict(statements)
         self.to_rows = to_rows
         self.position_of = position_of
-        self.records_of = records_of
+        self.batched = batched
         self.max_in_flight = max_in_flight
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
@@ -134,10 +217,14 @@ class _WriteRecordsFn(beam.DoFn):
         self.filling_rows = 0
 
     def process(self, element):
-        for record in self.records_of(element) if self.records_of else (element,):
+        if self.batched:
+            records = serialized_rows(self.prepared, self.to_rows(element))
+        else:
+            records = [(self.position_of(element) if self.position_of else "",
+                        list(self.to_rows(element)))]
+        for position, rows in records:
             index = len(self.positions)
-            self.positions.append(self.position_of(record) if self.position_of else "")
-            rows = list(self.to_rows(record))
+            self.positions.append(position)
             if not rows:
                 continue
             if self.filling and self.filling_rows + len(rows) > ROWS_PER_REQUEST:
@@ -177,7 +264,8 @@ class _WriteRecordsFn(beam.DoFn):
             self.in_flight += 1
         rows = [row for _, record_rows in parts for row in record_rows]
         try:
-            future = self.session.execute_async(one_request(self.prepared, rows))
+            future = self.session.execute_async(one_request(self.prepared, rows,
+                                                            self.batched))
         except Exception as exc:  # no such statement, values the columns cannot take, ...
             self._on_error(exc, parts, attempt)
             return
@@ -235,15 +323,17 @@ class WriteToCassandra(beam.PTransform):
     store.tables.STATEMENTS (or `statements`); the writer prepares them once per worker.
     With `position_of` (record -> where it was read, "" if unknown) the result has two
     outputs: `failed` (FailedWrite) and STORED (tuples of the positions of records whose
-    rows are all in Cassandra, one per bundle). With `records_of` each element is a
-    batch of records (e.g. a scored Arrow table): batches cross the Reshuffle, not records.
+    rows are all in Cassandra, one per bundle). With `batched` each element is a batch
+    of records (e.g. a scored Arrow table) and `to_rows` gives its TableRows, positions
+    included, so the result has both outputs: batches cross the Reshuffle, not records,
+    and each column is serialized once, not each value.
     """
 
     def __init__(self, settings: Settings, to_rows: Callable[[Any], Iterable[RowWrite]],
                  statements: Mapping[str, str] = STATEMENTS, max_in_flight: int | None = None,
                  max_attempts: int = 8, backoff_seconds: float = 0.25,
                  position_of: Callable[[Any], str] | None = None,
-                 records_of: Callable[[Any], Iterable[Any]] | None = None) -> None:
+                 batched: bool = False) -> None:
         super().__init__()
         self.settings = settings
         self.to_rows = to_rows
@@ -252,15 +342,15 @@ class WriteToCassandra(beam.PTransform):
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.position_of = position_of
-        self.records_of = records_of
+        self.batched = batched
 
     def expand(self, records):
         # The Reshuffle checkpoints records (fewer and smaller than their rows), so a
         # retried write stage rewrites the same input instead of recomputing it.
         write = beam.ParDo(_WriteRecordsFn(
             self.settings, self.statements, self.to_rows, self.max_in_flight,
-            self.max_attempts, self.backoff_seconds, self.position_of, self.records_of))
-        if self.position_of is not None:
+            self.max_attempts, self.backoff_seconds, self.position_of, self.batched))
+        if self.position_of is not None or self.batched:
             write = write.with_outputs(STORED, main="failed")
         return records | "Reshuffle" >> beam.Reshuffle() | "Write" >> write
 

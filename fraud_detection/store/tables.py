@@ -14,7 +14,11 @@ import datetime as dt
 import hashlib
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from cassandra.util import Date
 
 from fraud_detection.records import (
@@ -23,11 +27,10 @@ from fraud_detection.records import (
     DeadLetter,
     Merchant,
     ScoredTransaction,
-    Transaction,
     User,
-    epoch_micros,
 )
 from fraud_detection.transforms.benford import BenfordReport
+from fraud_detection.transforms.kernel import DAY_MICROS, POSITION, scored_table
 
 # Fixed for the life of a keyspace: readers compute the same buckets.
 BANK_DAY_SHARDS = 8
@@ -109,35 +112,52 @@ def _ms(moment: dt.datetime) -> dt.datetime:
 _TABLE_COLUMNS = {table: _columns(table) for table in TRANSACTION_TABLES}
 
 
-def transaction_rows(scored: ScoredTransaction) -> list[RowWrite]:
-    """One row per table that serves a query about this transaction."""
-    tx = scored.transaction
-    values = {c: getattr(tx, c) for c in ("transaction_id", "bank_id", "user_id",
-                                          "account_id", *TX_FACTS)}
+@dataclass(frozen=True)
+class TableRows:
+    """A batch of records' rows, column-wise: per statement, the records that write a row
+    to it (in order) and its bound values as Arrow columns over every record. The sink
+    serializes a column once for all the statements that bind it."""
+
+    positions: list[str]  # per record: where it was read, "" if unknown
+    statements: list[tuple[str, np.ndarray, list[pa.Array]]]
+
+
+def scored_table_rows(table: pa.Table) -> TableRows:
+    """Scored transactions (kernel.SCORED_SCHEMA) -> every row they write: one per
+    table that serves a query about the transaction (the flagged-only ones for flagged
+    transactions only), and the account's balance where the transaction states it."""
+    n = table.num_rows
+    micros = table["event_time"].combine_chunks().cast(pa.int64()).to_numpy()
+    ids = table["transaction_id"].combine_chunks()
+    values = {name: table[name].combine_chunks()
+              for name in ("transaction_id", "bank_id", "user_id", "account_id", *TX_FACTS,
+                           *TX_SCORE)}
+    event_time = pa.array(np.floor_divide(micros, 1000), pa.timestamp("ms", tz="UTC"))
     values.update(
-        event_time=_ms(tx.event_time), event_time_us=epoch_micros(tx.event_time),
-        year=tx.event_time.year, day=day_of(tx.event_time),
-        shard=bucket_of(tx.transaction_id, BANK_DAY_SHARDS),
-        score=float(scored.score), flagged=bool(scored.flagged),
-        reasons=list(scored.reasons), late=bool(scored.late),
-        model_version=scored.model_version)
-    return [(table, tuple(values[c] for c in columns))
-            for table, columns in _TABLE_COLUMNS.items()
-            if scored.flagged or table not in FLAGGED_ONLY]
-
-
-def balance_row(tx: Transaction) -> RowWrite | None:
-    if tx.balance_after_cents is None:
-        return None
-    micros = epoch_micros(tx.event_time)
-    return ("account_balances", (tx.account_id, tx.balance_after_cents, tx.currency,
-                                 _ms(tx.event_time), micros, tx.transaction_id, micros))
+        event_time=event_time, event_time_us=pa.array(micros, pa.int64()),
+        year=pc.year(event_time).cast(pa.int32()),
+        day=pa.array(np.floor_divide(micros, DAY_MICROS).astype(np.int32), pa.date32()),
+        shard=pa.array([bucket_of(i, BANK_DAY_SHARDS) for i in ids.to_pylist()], pa.int32()),
+        balance_cents=values["balance_after_cents"], as_of=event_time)
+    values["as_of_us"] = values["event_time_us"]
+    everyone = np.arange(n)
+    flagged = np.flatnonzero(values["flagged"].fill_null(False).to_numpy(zero_copy_only=False))
+    stated = np.flatnonzero(values["balance_after_cents"].is_valid().to_numpy(
+        zero_copy_only=False))
+    statements = [(name, flagged if name in FLAGGED_ONLY else everyone,
+                   [values[c] for c in columns]) for name, columns in _TABLE_COLUMNS.items()]
+    statements.append(("account_balances", stated,
+                       [values[c] for c in (*BALANCE_COLUMNS, "event_time_us")]))
+    positions = (table[POSITION].combine_chunks().fill_null("").to_pylist()
+                 if POSITION in table.column_names else [""] * n)
+    return TableRows(positions, [s for s in statements if len(s[1])])
 
 
 def scored_transaction_rows(scored: ScoredTransaction) -> list[RowWrite]:
-    """Everything one scored transaction writes: its query rows and the balance."""
-    balance = balance_row(scored.transaction)
-    return [*transaction_rows(scored), *([balance] if balance else [])]
+    """Everything one scored transaction writes, as values: scored_table_rows for one."""
+    rows = scored_table_rows(scored_table([scored]))
+    return [(name, tuple(column[0].as_py() for column in columns))
+            for name, _, columns in rows.statements]
 
 
 def entity_rows(entity: Bank | User | Account | Merchant) -> list[RowWrite]:

@@ -1116,6 +1116,18 @@ def labels_table(events: Sequence[Any]) -> pa.Table:
                     schema=LABEL_SCHEMA)
 
 
+def scored_table(scored: Sequence[ScoredTransaction]) -> pa.Table:
+    """ScoredTransaction records -> a table of SCORED_SCHEMA (scored_records' inverse)."""
+    table = table_of([s.transaction for s in scored])
+    columns = {"score": [s.score for s in scored], "flagged": [s.flagged for s in scored],
+               "reasons": [list(s.reasons) for s in scored], "late": [s.late for s in scored],
+               "model_version": [s.model_version for s in scored]}
+    for name, values in columns.items():
+        table = table.append_column(SCORED_SCHEMA.field(name), pa.array(
+            values, type=SCORED_SCHEMA.field(name).type))
+    return table.select(SCORED_SCHEMA.names)
+
+
 def scored_records(table: pa.Table) -> Iterator[ScoredTransaction]:
     names = TRANSACTION_SCHEMA.names
     has_position = POSITION in table.column_names

@@ -3,6 +3,7 @@ query in store.queries returns exactly those rows, read back from Cassandra."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import defaultdict
 
@@ -11,17 +12,20 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
-from fraud_detection.io.cassandra import WriteToCassandra
+from fraud_detection.io.cassandra import WriteToCassandra, serialized_rows
 from fraud_detection.records import ScoredTransaction, Transaction
 from fraud_detection.store import queries
 from fraud_detection.store.entities import EntityRejected, add_entity
 from fraud_detection.store.keyspace import connect
 from fraud_detection.store.tables import (
     ENTITY_COLUMNS,
+    STATEMENTS,
     TRANSACTION_TABLES,
     entity_rows,
+    scored_table_rows,
     scored_transaction_rows,
 )
+from fraud_detection.transforms.kernel import scored_table
 from tests.integration.worlds import World, label_scored
 
 pytestmark = pytest.mark.integration
@@ -37,6 +41,15 @@ def write(settings, records, to_rows, expect_failures=()) -> None:
         assert_that(failed, equal_to(list(expect_failures)))
 
 
+def write_tables(settings, scored: list[ScoredTransaction], size: int = 700) -> None:
+    """What the pipelines do: scored tables, each column serialized once."""
+    tables = [scored_table(scored[i:i + size]) for i in range(0, len(scored), size)]
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        written = (p | beam.Create(tables, reshuffle=False)
+                   | WriteToCassandra(settings, scored_table_rows, batched=True))
+        assert_that(written.failed, equal_to([]))
+
+
 def newest_first(items: list[ScoredTransaction]) -> list[ScoredTransaction]:
     def key(s: ScoredTransaction):
         ms = s.transaction.event_time.replace(microsecond=s.transaction.event_time.microsecond
@@ -49,10 +62,26 @@ def newest_first(items: list[ScoredTransaction]) -> list[ScoredTransaction]:
 def stored(small_world: World, keyspace_for):
     settings = keyspace_for("test_store")
     write(settings, small_world.entities, entity_rows)
-    write(settings, small_world.scored, scored_transaction_rows)
+    write_tables(settings, small_world.scored)
     session = connect(settings)
     yield settings, session
     session.close()
+
+
+def test_a_batch_binds_the_bytes_the_driver_binds_for_each_record(small_world: World,
+                                                                   stored) -> None:
+    _, store = stored
+    prepared = {table: store.prepare(cql) for table, cql in STATEMENTS.items()}
+    # Some without a stated balance or a label: null values, and no balance row.
+    scored = [s if i % 7 else dataclasses.replace(s, transaction=dataclasses.replace(
+        s.transaction, balance_before_cents=None, balance_after_cents=None, label=None))
+        for i, s in enumerate(small_world.scored)]
+    assert any(s.flagged for s in scored)
+    batch = serialized_rows(prepared, scored_table_rows(scored_table(scored)))
+    for s, (_, rows) in zip(scored, batch, strict=True):
+        bound = [(table, prepared[table].bind(values).values)
+                 for table, values in scored_transaction_rows(s)]
+        assert [(table, list(values)) for table, values in rows] == bound
 
 
 def test_customer_queries_return_what_the_sink_wrote(small_world: World, stored) -> None:
@@ -167,8 +196,14 @@ def test_a_row_that_cannot_be_written_goes_to_the_failed_output(small_world: Wor
                                                                 keyspace_for) -> None:
     settings = keyspace_for("test_store_failures")
     good = small_world.scored[:20]
+    marker = 987_654_321_123
     too_big = dataclass_replace(good[0].transaction, transaction_id="too-big",
-                                amount_cents=2**70)
+                                amount_cents=marker)
+
+    def rows_with_overflow(scored: ScoredTransaction):
+        return [(table, tuple(2**70 if v == marker else v for v in values))
+                for table, values in scored_transaction_rows(scored)]
+
     # 2**70 overflows bigint in the four tables that store this unflagged row. A record's
     # rows go in one request, so its balance row fails with them: none of it is stored.
     # It shares its request with good neighbours, which are still written.
@@ -176,7 +211,7 @@ def test_a_row_that_cannot_be_written_goes_to_the_failed_output(small_world: Wor
                                               "transactions_by_user",
                                               "transactions_by_bank_day",
                                               "account_balances")]
-    write(settings, [*good[:10], label_scored(too_big), *good[10:]], scored_transaction_rows,
+    write(settings, [*good[:10], label_scored(too_big), *good[10:]], rows_with_overflow,
           expected)
     session = connect(settings)
     try:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
+import pyarrow as pa
 import pytest
+from cassandra import cqltypes
 
+from fraud_detection.io.cassandra import serialized_column
 from fraud_detection.records import (
     Account,
     ScoredTransaction,
@@ -73,9 +77,37 @@ def test_a_flagged_transaction_fans_out_to_every_table_and_its_balance() -> None
 
 
 def test_balance_is_written_at_the_event_time_in_microseconds() -> None:
-    table, values = tables.balance_row(TX)
-    assert table == "account_balances" and "USING TIMESTAMP ?" in tables.STATEMENTS[table]
+    table = "account_balances"
+    values = dict(tables.scored_transaction_rows(ScoredTransaction(TX, 0.1, False)))[table]
+    assert "USING TIMESTAMP ?" in tables.STATEMENTS[table]
     assert values[-1] == 1709632800123456 and values[1] == 3750
+
+
+def test_a_transaction_without_a_stated_balance_writes_none() -> None:
+    silent = dataclasses.replace(TX, balance_before_cents=None, balance_after_cents=None)
+    written = dict(tables.scored_transaction_rows(ScoredTransaction(silent, 0.1, False)))
+    assert set(written) == set(tables.TRANSACTION_TABLES) - tables.FLAGGED_ONLY
+
+
+@pytest.mark.parametrize(("cql_type", "arrow_type", "values"), [
+    (cqltypes.LongType, pa.int64(), [0, -1, 2**62, None, 1709632800123456]),
+    (cqltypes.Int32Type, pa.int32(), [2024, -7, None, 2**31 - 1]),
+    (cqltypes.DoubleType, pa.float64(), [0.0, -1.5, 0.123456, None, 1e300]),
+    (cqltypes.BooleanType, pa.bool_(), [True, False, None]),
+    (cqltypes.UTF8Type, pa.string(), ["t-1", "", None, "Zoë's café €"]),
+    (cqltypes.DateType, pa.timestamp("ms", tz="UTC"),
+     [dt.datetime(2024, 3, 5, 10, 0, 0, 123000, tzinfo=dt.UTC),
+      dt.datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC), None]),
+    (cqltypes.SimpleDateType, pa.date32(),
+     [dt.date(2024, 3, 5), dt.date(1969, 12, 31), dt.date(1900, 1, 1), None]),
+    (cqltypes.lookup_casstype("ListType(UTF8Type)"), pa.list_(pa.string()),
+     [[], ["rule r1: amount 12.50", "model m: 0.91"], None]),
+])
+def test_a_column_serializes_to_the_bytes_the_driver_binds(cql_type, arrow_type,
+                                                           values) -> None:
+    column = pa.array(values, type=arrow_type)
+    expected = [None if v is None else cql_type.serialize(v, 4) for v in values]
+    assert serialized_column(cql_type, column, 4) == expected
 
 
 def test_keys_are_stable_and_in_range() -> None:
