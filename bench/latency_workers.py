@@ -159,14 +159,16 @@ def send(settings, world: Path, warmup: int, count: int, rate: float,
 
 def bare_consumer(settings) -> None:
     """Poll, validate, write the same rows as the pipeline with async prepared upserts
-    (consecutive transactions' rows packed into unlogged batches, as the sink sends
-    them), wait for them, commit the batch's offsets; until SIGTERM."""
+    (a poll's transactions as one table, serialized column-wise and packed into unlogged
+    batches, as the sink sends them), wait for them, commit the batch's offsets; until
+    SIGTERM."""
     from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
-    from fraud_detection.io.cassandra import one_request, packed
+    from fraud_detection.io.cassandra import one_request, packed, serialized_rows
     from fraud_detection.records import ScoredTransaction, validate_transaction
     from fraud_detection.store.keyspace import connect
-    from fraud_detection.store.tables import STATEMENTS, scored_transaction_rows
+    from fraud_detection.store.tables import STATEMENTS, scored_table_rows
+    from fraud_detection.transforms.kernel import scored_table
 
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
@@ -183,16 +185,17 @@ def bare_consumer(settings) -> None:
     print(f"bare consumer: reading {topic} ({len(partitions)} partitions)", flush=True)
     try:
         while not stop:
-            records_rows, offsets = [], {}
+            scored, offsets = [], {}
             for tp, records in consumer.poll(timeout_ms=50).items():
                 for record in records:
                     offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
                     tx, _ = validate_transaction(json.loads(record.value))
                     if tx is not None:
-                        records_rows.append(
-                            scored_transaction_rows(ScoredTransaction(tx, 0.0, False)))
-            futures = [store.session.execute_async(one_request(prepared, rows))
-                       for rows in packed(records_rows)]
+                        scored.append(ScoredTransaction(tx, 0.0, False))
+            rows = serialized_rows(prepared, scored_table_rows(scored_table(scored))) \
+                if scored else []
+            futures = [store.session.execute_async(one_request(prepared, request, True))
+                       for request in packed(r for _, r in rows)]
             for future in futures:
                 future.result()
             if offsets:

@@ -1,12 +1,13 @@
 """Rows/s of WriteToCassandra against the raw driver writing the same rows, same node.
 
-Reference: cassandra-driver's execute_concurrent, the fastest plain-Python way to write
-these rows, sending the same requests (consecutive transactions' rows packed into
-unlogged batches of the same prepared statements) at the same concurrency, given the
-rows ready-made. The Beam pipelines read the same generated world from Parquet; the
-same pipeline with a no-op sink is timed too, and its time is taken off, so "net" is
-what the sink costs. Runs alternate. Goal: net ratio >= 0.9. Needs the stack's Cassandra
-(`python -m fraud_detection stack up`).
+Reference: cassandra-driver's execute_concurrent, the plain way to write these rows,
+sending the same requests (consecutive transactions' rows packed into unlogged batches
+of the same prepared statements, bound by the driver) at the same concurrency, given
+the rows ready-made. The sink gets scored tables of 1,000 transactions, as streaming
+firings give it, and serializes them column-wise. The Beam pipelines read the same
+generated world from Parquet; the same pipeline with a no-op sink is timed too, and its
+time is taken off, so "net" is what the sink costs. Runs alternate. Goal: net ratio >=
+0.9. Needs the stack's Cassandra (`python -m fraud_detection stack up`).
 
     python bench/sink_throughput.py [--transactions 40000] [--runs 2]
 """
@@ -22,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -31,7 +33,13 @@ from fraud_detection.io.cassandra import WriteToCassandra, one_request, packed
 from fraud_detection.io.parquet import TRANSACTION_SCHEMA, transaction_files
 from fraud_detection.records import LEGIT, ScoredTransaction, validate_transaction
 from fraud_detection.store.keyspace import apply_schema, connect, drop_keyspace
-from fraud_detection.store.tables import STATEMENTS, RowWrite, scored_transaction_rows
+from fraud_detection.store.tables import (
+    STATEMENTS,
+    RowWrite,
+    scored_table_rows,
+    scored_transaction_rows,
+)
+from fraud_detection.transforms.kernel import scored_table
 
 
 def scored_file(path: str) -> list[ScoredTransaction]:
@@ -58,14 +66,20 @@ def raw_driver(settings, records: list[list[RowWrite]], concurrency: int) -> Non
         store.close()
 
 
+def scored_tables(path: str, rows: int = 1_000) -> list[pa.Table]:
+    """A file's scored transactions as tables of the size a streaming firing gives."""
+    scored = scored_file(path)
+    return [scored_table(scored[i:i + rows]) for i in range(0, len(scored), rows)]
+
+
 def pipeline(files: list[str], beam_args: list[str], settings=None) -> None:
-    """Parquet -> scored records -> WriteToCassandra, or a no-op sink without settings."""
+    """Parquet -> scored tables -> WriteToCassandra, or a no-op sink without settings."""
     with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
-        scored = p | beam.Create(files) | beam.FlatMap(scored_file)
+        scored = p | beam.Create(files) | beam.FlatMap(scored_tables)
         if settings is None:
             _ = scored | beam.Reshuffle() | beam.Map(lambda _: None)
         else:
-            _ = scored | WriteToCassandra(settings, scored_transaction_rows)
+            _ = scored | WriteToCassandra(settings, scored_table_rows, batched=True)
 
 
 def main() -> None:
