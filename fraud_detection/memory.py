@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's ceiling on 64-bit
 _kept = False
+_frozen = False
 
 
 def keep_freed_memory() -> bool:
@@ -44,3 +46,14 @@ def keep_freed_memory() -> bool:
     pa.set_memory_pool(pa.system_memory_pool())
     _kept = True
     return True
+
+
+def freeze_startup_objects() -> None:
+    """Once per process: what is alive now (modules, classes, the pipeline's graph) moves
+    out of the cyclic collector's reach, so a full collection walks only what the work
+    made since. In `stream` at 1,000 tx/s full collections stopped every thread for
+    190-270 ms of CPU each; 20-70 ms after."""
+    global _frozen
+    if not _frozen:
+        gc.freeze()
+        _frozen = True

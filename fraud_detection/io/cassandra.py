@@ -27,7 +27,13 @@ from apache_beam.utils import shared
 from apache_beam.utils.windowed_value import WindowedValue
 
 from fraud_detection.config import Settings
-from fraud_detection.store.keyspace import backoff, connect_when_up, transient_errors, waiting
+from fraud_detection.store.keyspace import (
+    TUPLE_ROWS,
+    backoff,
+    connect_when_up,
+    transient_errors,
+    waiting,
+)
 from fraud_detection.store.tables import STATEMENTS, RowWrite, TableRows
 
 
@@ -388,7 +394,8 @@ class _KnownAccountsFn(beam.DoFn):
             yield transaction
             return
         if account not in self.lookups:
-            self.lookups[account] = self.store.session.execute_async(self.query, (account,))
+            self.lookups[account] = self.store.session.execute_async(
+                self.query, (account,), execution_profile=TUPLE_ROWS)
         self.waiting.append(WindowedValue(transaction, timestamp, (window,)))
         if len(self.waiting) >= self.MAX_WAITING:
             yield from self._settle()
@@ -420,8 +427,8 @@ class _KnownAccountsFn(beam.DoFn):
                 received_at=transaction.event_time)))
 
     def _lookup(self, account: str):
-        return waiting(lambda: self.store.session.execute(self.query, (account,)).one(),
-                        self.retryable)
+        return waiting(lambda: self.store.session.execute(
+            self.query, (account,), execution_profile=TUPLE_ROWS).one(), self.retryable)
 
     def teardown(self) -> None:
         self.store.close()

@@ -39,6 +39,8 @@ def transient_errors() -> tuple[type[BaseException], ...]:
 # A worker waits for a restarting node, in setup and in lookups, as writes do: Prism
 # ends the job when a DoFn raises. 40 tries back off for about 15 minutes.
 WAIT_ATTEMPTS = 40
+# The execution profile whose rows are plain tuples (cluster()).
+TUPLE_ROWS = "tuple_rows"
 
 
 def backoff(attempt: int, base_seconds: float = 0.25) -> float:
@@ -113,17 +115,22 @@ def cluster(settings: Settings, **overrides: Any):
         ExponentialReconnectionPolicy,
         TokenAwarePolicy,
     )
+    from cassandra.query import tuple_factory
 
-    profile = ExecutionProfile(
-        consistency_level=ConsistencyLevel.name_to_value[settings.cassandra_consistency],
-        load_balancing_policy=TokenAwarePolicy(
-            DCAwareRoundRobinPolicy(local_dc=settings.cassandra_datacenter or None)),
-        request_timeout=20.0,
-    )
+    def profile(**extra: Any) -> ExecutionProfile:
+        return ExecutionProfile(
+            consistency_level=ConsistencyLevel.name_to_value[settings.cassandra_consistency],
+            load_balancing_policy=TokenAwarePolicy(
+                DCAwareRoundRobinPolicy(local_dc=settings.cassandra_datacenter or None)),
+            request_timeout=20.0, **extra)
+
     options: dict[str, Any] = {
         "contact_points": list(settings.cassandra_hosts),
         "port": settings.cassandra_port,
-        "execution_profiles": {EXEC_PROFILE_DEFAULT: profile},
+        # The default makes a namedtuple class per result: fine for the dashboard's
+        # reads, not for a pipeline's lookups (a class per lookup, cyclic garbage).
+        "execution_profiles": {EXEC_PROFILE_DEFAULT: profile(),
+                               TUPLE_ROWS: profile(row_factory=tuple_factory)},
         "protocol_version": 5,
         "connect_timeout": 10,
         # A node back from a restart is noticed within seconds, not the driver's default

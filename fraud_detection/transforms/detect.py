@@ -165,9 +165,10 @@ class _Step:
 
     def setup(self) -> None:
         from fraud_detection import model
-        from fraud_detection.memory import keep_freed_memory
+        from fraud_detection.memory import freeze_startup_objects, keep_freed_memory
 
         keep_freed_memory()
+        freeze_startup_objects()
 
         self.cache = RulesCache(self.rules) if self.rules is not None else None
         self.model, self.version = None, ""
