@@ -194,7 +194,8 @@ def _write_features(args: argparse.Namespace, settings: Settings, prefix: str) -
 
 
 def _feature_table(args: argparse.Namespace, settings: Settings):
-    """The table `features` wrote (--features), or computed now from --input."""
+    """The table `features` wrote (--features), or computed now from --input, and the
+    settings it was computed with (None for a table written before they were kept)."""
     import tempfile
 
     from fraud_detection.beam_pipelines import features
@@ -221,7 +222,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.since and args.until and args.until < args.since:
         raise UsageError(f"--until {args.until} is before --from {args.since}")
-    table = _feature_table(args, settings)
+    table, used = _feature_table(args, settings)
     days = np.array([t.date() for t in table["event_time"].to_pylist()])
     keep = np.ones(len(days), dtype=bool)
     if args.since:  # earlier days only warmed the features up
@@ -239,7 +240,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  prequential AP {result['mean_ap']:.3f}  {result['model']}")
     trained = model.train(vectors, fraud.astype(int), candidate=chosen)
     info = model.save(trained, args.model_dir, len(fraud), int(fraud.sum()),
-                      candidate=chosen, grid=grid)
+                      candidate=chosen, grid=grid, settings=used)
     print(f"model {info.version} ({chosen.describe()}): {info.train_rows} transactions, "
           f"{info.train_frauds} frauds, {len(info.features)} features -> {args.model_dir}")
     return 0
@@ -261,7 +262,9 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         # Labels and days are checked first: computing the features takes minutes.
         check_input(input_pattern(str(args.input or settings.data_dir)), args.train_days,
                     args.delay_days, args.test_days, windows)
-    table = _feature_table(args, settings)
+    table, used = _feature_table(args, settings)
+    if saved and used and (warning := info.check_settings(used, "the feature table")):
+        print(f"warning: {warning}", file=sys.stderr)
     report = evaluate_table(table, args.train_days, args.delay_days, args.test_days,
                             settings.fraud_threshold, k=args.k, windows=windows,
                             saved=saved, exclude_known_frauds=args.exclude_known_frauds,

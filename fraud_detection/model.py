@@ -1,8 +1,9 @@
 """The trained model: its feature vector, training, and how it is saved and served.
 
 A model folder holds `model.pkl` (a scikit-learn estimator, applied by the detection
-kernel to each batch) and `model.json` (version, feature names, what it was trained on). The
-pipeline refuses a model whose feature list differs from the code's.
+kernel to each batch) and `model.json` (version, feature names, what it was trained on,
+and the settings its features were computed with). The pipeline refuses a model whose
+feature list or feature settings differ from its own.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import pickle
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,41 @@ import numpy as np
 
 from fraud_detection.errors import UsageError
 from fraud_detection.transforms.kernel import MODEL_FEATURES
+from fraud_detection.transforms.rules import Rule
 
 MODEL_FILE, INFO_FILE, GRID_FILE = "model.pkl", "model.json", "grid.json"
 
 
 class ModelError(UsageError):
     pass
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """What a feature table was computed with. A model's inputs mean the same only with
+    the same settings: the counterparty windows end label_delay_days back, and
+    rules_score is the noisy-or of these rules (rules_digest)."""
+
+    label_delay_days: int
+    counterparty_window_days: int
+    rules_digest: str
+
+    @classmethod
+    def of(cls, rules: Sequence[Rule], label_delay_days: int,
+           counterparty_window_days: int) -> FeatureSettings:
+        return cls(label_delay_days, counterparty_window_days, rules_digest(rules))
+
+    def differences(self, other: FeatureSettings) -> list[str]:
+        return [f"{name} {getattr(self, name)} against {getattr(other, name)}"
+                for name in ("label_delay_days", "counterparty_window_days", "rules_digest")
+                if getattr(self, name) != getattr(other, name)]
+
+
+def rules_digest(rules: Sequence[Rule]) -> str:
+    """Stable for the same rules in the same order; paused rules count as absent."""
+    active = [asdict(rule) for rule in rules if not rule.paused]
+    return hashlib.sha256(json.dumps(active, sort_keys=True, default=str).encode()
+                          ).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -36,6 +67,29 @@ class ModelInfo:
     train_frauds: int
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    # FeatureSettings as a dict; empty in models saved before it was recorded.
+    feature_settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> FeatureSettings | None:
+        return FeatureSettings(**self.feature_settings) if self.feature_settings else None
+
+    def check_settings(self, used: FeatureSettings, where: str) -> str | None:
+        """Features whose counterparty windows end elsewhere than the training ones mean
+        something else: refused. Other rules only move the rules_score input (rules are
+        edited live): the warning to log, or None."""
+        trained = self.settings
+        if trained is None:
+            return None
+        differences = used.differences(trained)
+        if wrong := [d for d in differences if not d.startswith("rules_digest")]:
+            raise ModelError(f"model {self.version} was trained on features computed "
+                             f"otherwise than {where}: {'; '.join(wrong)} (here against "
+                             f"the model's); compute them alike or retrain")
+        if differences:
+            return (f"model {self.version} was trained with other rules than {where}'s: "
+                    "its rules_score input differs from training")
+        return None
 
 
 @dataclass(frozen=True)
@@ -163,7 +217,8 @@ def select(features: np.ndarray, labels: np.ndarray, days: np.ndarray, delay_day
 
 def save(model: Any, folder: Path, train_rows: int, train_frauds: int,
          metrics: dict[str, float] | None = None, candidate: Candidate = DEFAULT,
-         grid: list[dict[str, Any]] | None = None) -> ModelInfo:
+         grid: list[dict[str, Any]] | None = None,
+         settings: FeatureSettings | None = None) -> ModelInfo:
     folder.mkdir(parents=True, exist_ok=True)
     payload = pickle.dumps(model)
     version = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + \
@@ -171,7 +226,8 @@ def save(model: Any, folder: Path, train_rows: int, train_frauds: int,
     info = ModelInfo(version, MODEL_FEATURES, dt.datetime.now(dt.UTC).isoformat(),
                      train_rows, train_frauds,
                      {"family": candidate.family, **dict(candidate.params),
-                      "class_weight": candidate.class_weight}, dict(metrics or {}))
+                      "class_weight": candidate.class_weight}, dict(metrics or {}),
+                     asdict(settings) if settings else {})
     (folder / MODEL_FILE).write_bytes(payload)
     (folder / INFO_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
     if grid is not None:  # what the selection compared, beside what it chose

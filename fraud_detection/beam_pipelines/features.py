@@ -3,8 +3,9 @@ model vector and the rules' score, for `train` and `evaluate`."""
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import apache_beam as beam
@@ -19,6 +20,7 @@ from fraud_detection.beam_pipelines.options import (
 )
 from fraud_detection.beam_pipelines.validate import input_pattern
 from fraud_detection.errors import UsageError
+from fraud_detection.model import FeatureSettings
 from fraud_detection.transforms.detect import DetectFraud
 from fraud_detection.transforms.kernel import FEATURE_TABLE_SCHEMA
 from fraud_detection.transforms.parse import ValidateTransactions
@@ -72,13 +74,25 @@ def run(argv: list[str] | None = None) -> FeatureSummary:
                                          delay_days=opts.label_delay_days,
                                          window_days=opts.counterparty_window_days)
              | "Write" >> beam.io.WriteToParquetBatched(
-                 opts.features_out, FEATURE_TABLE_SCHEMA, file_name_suffix=".parquet"))
+                 opts.features_out, with_settings(FEATURE_TABLE_SCHEMA, FeatureSettings.of(
+                     rules, opts.label_delay_days, opts.counterparty_window_days)),
+                 file_name_suffix=".parquet"))
     result = pipeline.result
     return FeatureSummary(counter_value(result, "valid"), counter_value(result, "dead_lettered"),
                           opts.features_out, time.monotonic() - started)
 
 
-def read_feature_table(prefix: str) -> pa.Table:
+_SETTINGS_KEY = b"fraud_detection.feature_settings"
+
+
+def with_settings(schema: pa.Schema, settings: FeatureSettings) -> pa.Schema:
+    """The schema with the settings the table is computed with in its metadata."""
+    return schema.with_metadata({_SETTINGS_KEY: json.dumps(asdict(settings))})
+
+
+def read_feature_table(prefix: str) -> tuple[pa.Table, FeatureSettings | None]:
+    """The table `features` wrote at prefix, and its settings (None if it predates
+    them)."""
     import glob
 
     import pyarrow.parquet as pq
@@ -86,5 +100,12 @@ def read_feature_table(prefix: str) -> pa.Table:
     files = sorted(glob.glob(f"{prefix}*.parquet"))
     if not files:
         raise UsageError(f"no feature files at {prefix}*.parquet")
+    found = {(pq.read_schema(f).metadata or {}).get(_SETTINGS_KEY) for f in files}
+    if len(found) > 1:
+        raise UsageError(f"the feature files at {prefix}*.parquet were computed with "
+                         "different settings; write them again with `features --out`")
+    raw = found.pop()
+    settings = FeatureSettings(**json.loads(raw)) if raw else None
     table = pa.concat_tables(pq.read_table(f, schema=FEATURE_TABLE_SCHEMA) for f in files)
-    return table.sort_by([("event_time", "ascending"), ("transaction_id", "ascending")])
+    return (table.sort_by([("event_time", "ascending"), ("transaction_id", "ascending")]),
+            settings)

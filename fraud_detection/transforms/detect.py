@@ -367,14 +367,15 @@ class DetectFraud(beam.PTransform):
     training table (kernel.FEATURE_TABLE_SCHEMA).
 
     rules: a list, or a RulesSource re-read while the pipeline runs. model_dir: a folder
-    written by `train`; without it the decision rests on rules alone. labels: an
+    written by `train`; without it the decision rests on rules alone. delay_days and
+    window_days (the counterparty windows): the model's, else the kernel's defaults. labels: an
     optional PCollection of LabelEvent (analysts' verdicts). days (first, last): only
     transactions of those event days come out; the others are history (a look-back).
     """
 
     def __init__(self, rules: Sequence[Rule] | RulesSource, threshold: float = 0.5,
                  model_dir: Path | None = None, labels=None,
-                 delay_days: int = kernel.DELAY_DAYS, window_days: int = kernel.WINDOW_DAYS,
+                 delay_days: int | None = None, window_days: int | None = None,
                  shards: int = DEFAULT_SHARDS, cell_ms: int = DEFAULT_CELL_MS,
                  as_tables: bool = False, features_only: bool = False,
                  days: tuple[dt.date, dt.date] | None = None) -> None:
@@ -391,15 +392,38 @@ class DetectFraud(beam.PTransform):
         self.features_only = features_only
         self.days = days
 
+    def _check_model(self) -> None:
+        """A missing or stale model fails before the run. Unset delay and window come from
+        the model's training; set ones must match them."""
+        import logging
+
+        from fraud_detection.model import FeatureSettings, load_info
+
+        info = load_info(self.model_dir)
+        trained = info.settings
+        if trained is None:
+            return
+        if self.delay_days is None:
+            self.delay_days = trained.label_delay_days
+        if self.window_days is None:
+            self.window_days = trained.counterparty_window_days
+        rules = self.rules.rules if isinstance(self.rules, StaticRules) else None
+        used = FeatureSettings.of(rules, self.delay_days, self.window_days) if rules is not \
+            None else FeatureSettings(self.delay_days, self.window_days, trained.rules_digest)
+        if warning := info.check_settings(used, "this pipeline"):
+            logging.getLogger(__name__).warning("%s", warning)
+
     def _step(self, accounts: bool) -> _Step:
         return _Step(accounts, None if accounts else self.rules, self.threshold,
                      self.model_dir, self.delay_days, self.window_days, self.features_only)
 
     def expand(self, transactions):
         if self.model_dir is not None:
-            from fraud_detection.model import load_info
-
-            load_info(self.model_dir)  # a missing or stale model fails before the run
+            self._check_model()
+        if self.delay_days is None:
+            self.delay_days = kernel.DELAY_DAYS
+        if self.window_days is None:
+            self.window_days = kernel.WINDOW_DAYS
         bounded = transactions.is_bounded
         limit = _MAX_BOUNDED_ROWS if bounded else _MAX_BUFFERED_ROWS
         by_account = transactions | "ByAccountShard" >> beam.ParDo(

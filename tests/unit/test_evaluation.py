@@ -106,6 +106,21 @@ def test_features_once_then_train_and_evaluate_read_them(world, tmp_path):
 
     assert row(saved, "DetectFraud: model") == row(trained_here, "DetectFraud: model")
     assert "model alone" not in saved
+    # The model keeps what its features were computed with, and refuses features whose
+    # counterparty windows end elsewhere.
+    from fraud_detection import model
+    from fraud_detection.transforms.kernel import DELAY_DAYS, WINDOW_DAYS
+    from fraud_detection.transforms.rules import load_rules
+
+    info = model.load_info(tmp_path / "model")
+    assert info.settings == model.FeatureSettings.of(load_rules(), DELAY_DAYS, WINDOW_DAYS)
+    other = str(tmp_path / "features" / "delay3")
+    _cli("features", "--input", str(world), "--out", other, "--label-delay-days", "3")
+    refused = subprocess.run(
+        [sys.executable, "-m", "fraud_detection", "evaluate", "--features", other, *windows,
+         "--model-dir", str(tmp_path / "model")], capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "label_delay_days 3 against 7" in refused.stderr.strip().splitlines()[-1]
 
 
 def test_known_fraud_accounts_are_left_out_of_the_test_metrics():

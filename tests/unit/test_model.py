@@ -59,6 +59,31 @@ def test_a_model_trained_on_other_features_is_refused(model_dir: Path, tmp_path:
         model.load_info(tmp_path / "missing")
 
 
+def test_a_model_keeps_its_feature_settings_and_serving_follows_them(
+        training, tmp_path: Path, caplog) -> None:
+    rules = load_rules()
+    fraud = np.array([label != LEGIT for label in training["label"].to_pylist()], dtype=int)
+    settings = model.FeatureSettings.of(rules, 3, 14)
+    model.save(model.train(_matrix(training), fraud), tmp_path, len(fraud), int(fraud.sum()),
+               settings=settings)
+    info = model.load_info(tmp_path)
+    assert info.settings == settings
+    assert info.check_settings(settings, "here") is None
+    with pytest.raises(model.ModelError, match="label_delay_days 7 against 3"):
+        info.check_settings(model.FeatureSettings.of(rules, 7, 14), "here")
+    assert "other rules" in info.check_settings(model.FeatureSettings.of(rules[1:], 3, 14),
+                                                "here")
+    # A pipeline that sets neither takes the model's; one that sets another is refused.
+    served = DetectFraud(rules, model_dir=tmp_path)
+    served._check_model()
+    assert (served.delay_days, served.window_days) == (3, 14)
+    with pytest.raises(model.ModelError, match="counterparty_window_days 28 against 14"):
+        DetectFraud(rules, model_dir=tmp_path, window_days=28)._check_model()
+    with caplog.at_level("WARNING"):
+        DetectFraud(rules[1:], model_dir=tmp_path)._check_model()
+    assert "other rules" in caplog.text
+
+
 def test_detect_fraud_scores_with_the_model(table, training, model_dir: Path,
                                            tmp_path: Path) -> None:
     rules = load_rules()
