@@ -1020,14 +1020,22 @@ def counterparty_step(featured: pa.Table, states: Mapping[str, bytes] | None,
     return decide(table, features, decider), new_states
 
 
+def rules_score(rules: Sequence[Rule], table: pa.Table, features: Mapping[str, np.ndarray]
+                ) -> tuple[np.ndarray, list[tuple[Rule, np.ndarray, list]]]:
+    """The rules' noisy-or per row (factors multiplied in rule order), and each rule's
+    firings: (rule, rows, what it found in each)."""
+    remaining = np.ones(table.num_rows)
+    firings = list(_firings(rules, table, features))
+    for rule, rows, _ in firings:
+        remaining[rows] *= 1.0 - rule.weight
+    return round6(1.0 - remaining), firings
+
+
 def training_rows(table: pa.Table, features: Mapping[str, np.ndarray],
                   rules: Sequence[Rule]) -> pa.Table:
     """What `train` and `evaluate` learn from: each transaction's label and its model
     input (the rules' noisy-or included)."""
-    remaining = np.ones(table.num_rows)
-    for rule, rows, _ in _firings(rules, table, features):
-        remaining[rows] *= 1.0 - rule.weight
-    matrix = model_matrix(table, features, round6(1.0 - remaining))
+    matrix = model_matrix(table, features, rules_score(rules, table, features)[0])
     columns = {name: table[name] for name in FEATURE_TABLE_SCHEMA.names[:5]}
     columns.update((name, pa.array(matrix[:, i])) for i, name in enumerate(MODEL_FEATURES))
     return pa.table(columns, schema=FEATURE_TABLE_SCHEMA)
@@ -1038,15 +1046,13 @@ def decide(table: pa.Table, features: Mapping[str, np.ndarray], decider: Decider
     model's probability given the features and that noisy-or; the reasons name every
     rule that fired, and the model's probability."""
     n = table.num_rows
-    remaining = np.ones(n)  # the rules' noisy-or: factors multiplied in rule order
+    score, firings = rules_score(decider.rules, table, features)
     reason_rows: list[np.ndarray] = []
     reason_texts: list[str] = []
-    for rule, rows, found in _firings(decider.rules, table, features):
-        remaining[rows] *= 1.0 - rule.weight
+    for rule, rows, found in firings:
         reason_rows.append(rows)
         reason_texts.extend(hit_text(rule.rule_id, rule.description, field, value)
                             for field, value in found)
-    score = round6(1.0 - remaining)
     if decider.model is not None and n:
         probabilities = decider.model.predict_proba(model_matrix(table, features, score))[:, 1]
         score = round6(probabilities)
