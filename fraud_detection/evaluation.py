@@ -279,6 +279,16 @@ def known_fraud_accounts(accounts: np.ndarray, days: np.ndarray, fraud: np.ndarr
     return set(accounts[fraud & (days < before)].tolist())
 
 
+def _split(days: np.ndarray, train_days: int, delay_days: int, test_days: int,
+           windows: Windows) -> tuple[tuple[dt.date, dt.date], tuple[dt.date, dt.date],
+                                      np.ndarray, np.ndarray]:
+    """time_split's windows, and which rows fall in each."""
+    train_range, test_range = time_split(days.tolist(), train_days, delay_days, test_days,
+                                         windows)
+    return (train_range, test_range, (days >= train_range[0]) & (days <= train_range[1]),
+            (days >= test_range[0]) & (days <= test_range[1]))
+
+
 def evaluate_table(table: pa.Table, train_days: int, delay_days: int, test_days: int,
                    threshold: float, k: int = 100, seed: int = 0,
                    windows: Windows = Windows(), saved: tuple[Any, str] | None = None,
@@ -295,10 +305,8 @@ def evaluate_table(table: pa.Table, train_days: int, delay_days: int, test_days:
     days, labels, fraud, all_accounts, vectors = _columns(table)
     if not fraud.any():
         raise UsageError("the input has no fraud labels: nothing to evaluate against")
-    train_range, test_range = time_split(days.tolist(), train_days, delay_days, test_days,
-                                         windows)
-    in_train = (days >= train_range[0]) & (days <= train_range[1])
-    in_test = (days >= test_range[0]) & (days <= test_range[1])
+    train_range, test_range, in_train, in_test = _split(days, train_days, delay_days,
+                                                        test_days, windows)
     excluded = 0
     if exclude_known_frauds:
         known = known_fraud_accounts(all_accounts, days, fraud, test_range[0])
@@ -385,10 +393,7 @@ def rules_ablation(transactions: pa.Table, rules: list, train_days: int, delay_d
                               delay_days=label_delay_days,
                               window_days=counterparty_window_days)
         days, labels, fraud, accounts, vectors = _columns(table)
-        train_range, test_range = time_split(days.tolist(), train_days, delay_days,
-                                             test_days, windows)
-        in_train = (days >= train_range[0]) & (days <= train_range[1])
-        in_test = (days >= test_range[0]) & (days <= test_range[1])
+        _, _, in_train, in_test = _split(days, train_days, delay_days, test_days, windows)
         scores = train_model(vectors[in_train], fraud[in_train].astype(int),
                              seed).predict_proba(vectors[in_test])[:, 1]
         results.append(_result(name, scores, scores >= threshold, labels[in_test],
