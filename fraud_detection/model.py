@@ -38,17 +38,13 @@ class FeatureSettings:
 
     label_delay_days: int
     counterparty_window_days: int
-    rules_digest: str
+    rules_digest: str | None  # None: rules not known before the run (read live)
 
     @classmethod
-    def of(cls, rules: Sequence[Rule], label_delay_days: int,
+    def of(cls, rules: Sequence[Rule] | None, label_delay_days: int,
            counterparty_window_days: int) -> FeatureSettings:
-        return cls(label_delay_days, counterparty_window_days, rules_digest(rules))
-
-    def differences(self, other: FeatureSettings) -> list[str]:
-        return [f"{name} {getattr(self, name)} against {getattr(other, name)}"
-                for name in ("label_delay_days", "counterparty_window_days", "rules_digest")
-                if getattr(self, name) != getattr(other, name)]
+        return cls(label_delay_days, counterparty_window_days,
+                   None if rules is None else rules_digest(rules))
 
 
 def rules_digest(rules: Sequence[Rule]) -> str:
@@ -81,12 +77,14 @@ class ModelInfo:
         trained = self.settings
         if trained is None:
             return None
-        differences = used.differences(trained)
-        if wrong := [d for d in differences if not d.startswith("rules_digest")]:
+        wrong = [f"{name} {getattr(used, name)} against {getattr(trained, name)}"
+                 for name in ("label_delay_days", "counterparty_window_days")
+                 if getattr(used, name) != getattr(trained, name)]
+        if wrong:
             raise ModelError(f"model {self.version} was trained on features computed "
                              f"otherwise than {where}: {'; '.join(wrong)} (here against "
                              f"the model's); compute them alike or retrain")
-        if differences:
+        if used.rules_digest not in (None, trained.rules_digest):
             return (f"model {self.version} was trained with other rules than {where}'s: "
                     "its rules_score input differs from training")
         return None

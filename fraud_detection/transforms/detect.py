@@ -408,8 +408,7 @@ class DetectFraud(beam.PTransform):
         if self.window_days is None:
             self.window_days = trained.counterparty_window_days
         rules = self.rules.rules if isinstance(self.rules, StaticRules) else None
-        used = FeatureSettings.of(rules, self.delay_days, self.window_days) if rules is not \
-            None else FeatureSettings(self.delay_days, self.window_days, trained.rules_digest)
+        used = FeatureSettings.of(rules, self.delay_days, self.window_days)
         if warning := info.check_settings(used, "this pipeline"):
             logging.getLogger(__name__).warning("%s", warning)
 
