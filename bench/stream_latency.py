@@ -32,7 +32,7 @@ rate over more accounts. Needs `python -m fraud_detection stack up`.
 
     python bench/stream_latency.py [--rates 200,500,1000,2000] [--seconds 20] [--drain 60]
                                    [--systems bare,stream] [--tick-rate 10]
-                                   [--world-rows 300000]
+                                   [--world-rows 300000] [--stream-args "--shards 2"]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import argparse
 import contextlib
 import json
 import math
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -129,9 +130,10 @@ def prepare(settings: Settings, world: World) -> None:
     ensure_topics(settings, topics(settings))
 
 
-def start_system(system: str, settings: Settings, log: Path) -> subprocess.Popen:
+def start_system(system: str, settings: Settings, log: Path,
+                 stream_args: list[str]) -> subprocess.Popen:
     if system == "stream":
-        return start_stream(settings, log)
+        return start_stream(settings, log, stream_args)
     return subprocess.Popen([sys.executable, str(WORKERS), "bare"], env=settings_env(settings),
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
@@ -265,7 +267,7 @@ def measure(system: str, rate: int, args: argparse.Namespace, world: World,
     log = logs / f"{system}.log"
     prepare(settings, world)
     try:
-        process = start_system(system, settings, log)
+        process = start_system(system, settings, log, shlex.split(args.stream_args))
         sender = None
         try:
             sender = SenderProcess(settings, world.root, rate, count, args.tick_rate,
@@ -338,6 +340,8 @@ def main() -> None:
     parser.add_argument("--world-rows", type=int, default=300_000,
                         help="size of the generated world the transactions come from; "
                              "more rows spread the same rate over more accounts")
+    parser.add_argument("--stream-args", default="",
+                        help="pipeline options for the stream, e.g. \"--shards 2\"")
     parser.add_argument("--cassandra-port", type=int, default=9042)
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]

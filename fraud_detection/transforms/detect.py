@@ -263,15 +263,16 @@ class _StreamingShardFn(beam.DoFn):
     META = ReadModifyWriteStateSpec("meta", PickleCoder())
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
-    def __init__(self, step: _Step, cell_ms: int) -> None:
-        self.step = step
+    def __init__(self, steps: Sequence[_Step], cell_ms: int) -> None:
+        self.steps = list(steps)
         self.cell_micros = max(int(cell_ms), 1) * 1000
         self.scored = Metrics.counter("detect", "scored")
         self.flagged = Metrics.counter("detect", "flagged")
         self.firings = Metrics.counter("detect", "firings")
 
     def setup(self) -> None:
-        self.step.setup()
+        for step in self.steps:
+            step.setup()
         self.states: dict[Any, tuple[int, dict[str, bytes]]] = {}
 
     def _cell_end(self, micros: int) -> Timestamp:
@@ -321,12 +322,20 @@ class _StreamingShardFn(beam.DoFn):
             meta.write((generation, log_bytes, full_bytes, due, latest))
             return
         self.firings.inc()
-        schema = kernel.FEATURED_SCHEMA if not self.step.accounts else None
-        batch = pa.concat_tables(rows) if rows else schema.empty_table()
+        out = pa.concat_tables(rows) if rows else None
         label_table = pa.concat_tables(labels) if labels else None
         states = self._states(key, generation, log)
-        mine = {i: states[i] for i in self.step.ids(batch, label_table) if i in states}
-        out, changed = self.step.run(batch, label_table, mine, keep_state=True)
+        changed: dict[str, bytes] = {}
+        for index, step in enumerate(self.steps):
+            if out is None:
+                if step.accounts:  # labels alone move no account
+                    continue
+                out = kernel.FEATURED_SCHEMA.empty_table()
+            # One log holds every step's states, each id under its step's number.
+            mine = {i: states[k] for i in step.ids(out, label_table)
+                    if (k := f"{index}:{i}") in states}
+            out, step_changed = step.run(out, label_table, mine, keep_state=True)
+            changed.update((f"{index}:{i}", state) for i, state in step_changed.items())
         states.update(changed)
         delta = to_ipc(pa.table({"id": list(changed), "state": list(changed.values())},
                                 schema=_STATE_SCHEMA))
@@ -342,7 +351,7 @@ class _StreamingShardFn(beam.DoFn):
         generation += 1
         self.states[key] = (generation, states)
         meta.write((generation, log_bytes, full_bytes, due, latest))
-        _count(self, out, self.step)
+        _count(self, out, self.steps[-1])
         if out.num_rows:
             yield TimestampedValue(out, Timestamp(micros=int(kernel.micros(out).min())))
 
@@ -427,27 +436,35 @@ class DetectFraud(beam.PTransform):
         limit = _MAX_BOUNDED_ROWS if bounded else _MAX_BUFFERED_ROWS
         by_account = transactions | "ByAccountShard" >> beam.ParDo(
             _ShardTablesFn("account_id", self.shards, limit))
-        if bounded:
-            featured = (by_account
-                        | "AccountHistories" >> beam.GroupByKey()
-                        | "Accounts" >> beam.ParDo(_WholeShardFn(self._step(True))))
-        else:
-            featured = by_account | "Accounts" >> beam.ParDo(
-                _StreamingShardFn(self._step(True), self.cell_ms))
-        by_counterparty = featured | "ByCounterpartyShard" >> beam.ParDo(
-            _ShardTablesFn("counterparty_id", self.shards, limit))
         labels = (self.labels if self.labels is not None else
                   transactions.pipeline | "NoLabels" >> beam.Create([]))
         labels = labels | "LabelsByCounterpartyShard" >> beam.ParDo(
             _ShardTablesFn("counterparty_id", self.shards))
-        step = self._step(False)
-        if bounded:
-            scored = ({"rows": by_counterparty, "labels": labels}
-                      | "CounterpartyHistories" >> beam.CoGroupByKey()
-                      | "Counterparties" >> beam.ParDo(_WholeShardFn(step)))
+        accounts, counterparties = self._step(True), self._step(False)
+        if not bounded and self.shards == 1:
+            # One shard holds every account and counterparty: both steps in one firing
+            # save a stage (its watermark hop, and the tables' trip through the runner).
+            scored = ((by_account, labels) | "WithLabels" >> beam.Flatten()
+                      | "Detect" >> beam.ParDo(
+                          _StreamingShardFn([accounts, counterparties], self.cell_ms)))
         else:
-            scored = ((by_counterparty, labels) | "WithLabels" >> beam.Flatten()
-                      | "Counterparties" >> beam.ParDo(_StreamingShardFn(step, self.cell_ms)))
+            if bounded:
+                featured = (by_account
+                            | "AccountHistories" >> beam.GroupByKey()
+                            | "Accounts" >> beam.ParDo(_WholeShardFn(accounts)))
+            else:
+                featured = by_account | "Accounts" >> beam.ParDo(
+                    _StreamingShardFn([accounts], self.cell_ms))
+            by_counterparty = featured | "ByCounterpartyShard" >> beam.ParDo(
+                _ShardTablesFn("counterparty_id", self.shards, limit))
+            if bounded:
+                scored = ({"rows": by_counterparty, "labels": labels}
+                          | "CounterpartyHistories" >> beam.CoGroupByKey()
+                          | "Counterparties" >> beam.ParDo(_WholeShardFn(counterparties)))
+            else:
+                scored = ((by_counterparty, labels) | "WithLabels" >> beam.Flatten()
+                          | "Counterparties" >> beam.ParDo(
+                              _StreamingShardFn([counterparties], self.cell_ms)))
         if self.days is not None:
             scored = scored | "OnDays" >> beam.Map(_on_days, *self.days)
         if self.as_tables:

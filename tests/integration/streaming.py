@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from fraud_detection.config import Settings
@@ -30,9 +31,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_stream(settings: Settings, log: Path) -> subprocess.Popen:
-    """`python -m fraud_detection stream` in its own process group (with its Prism)."""
-    return subprocess.Popen([sys.executable, "-m", "fraud_detection", "stream"], cwd=ROOT,
+def start_stream(settings: Settings, log: Path,
+                 beam_args: Sequence[str] = ()) -> subprocess.Popen:
+    """`python -m fraud_detection stream [-- beam_args]` in its own process group (with
+    its Prism)."""
+    argv = [sys.executable, "-m", "fraud_detection", "stream",
+            *(["--", *beam_args] if beam_args else [])]
+    return subprocess.Popen(argv, cwd=ROOT,
                             env=settings_env(settings), stdout=log.open("ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 
