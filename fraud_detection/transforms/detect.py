@@ -6,7 +6,8 @@ kernel.counterparty_step, with analysts' labels -> scored transactions.
 Bounded input: each shard's whole history goes through a step at once, from empty
 state. Unbounded input: each shard buffers what arrives, keeps one event-time timer at
 the end of its latest buffered cell, and when it fires sends everything the watermark
-has passed through the step as one batch, carrying the shard's state between firings.
+has passed through the step as one batch, carrying the shard's state between firings;
+with one shard, one stage runs both steps in each firing.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ from fraud_detection.transforms import kernel
 from fraud_detection.transforms.rules import Rule, RulesCache, RulesSource, StaticRules
 
 # Each firing pays a fixed cost (the runner's bundle, state, the kernel's numpy calls), so
-# few large shards beat many small ones: on 2 cores in one process, with the watermark
-# every 100 ms, 2 shards streamed 2,361 tx/s against 4 shards' 1,736. A cluster wants a
-# few per worker (--shards).
-DEFAULT_SHARDS = 2
+# few large shards beat many small ones, and one shard runs both steps in one stage: on 2
+# cores in one process, bench/stream_throughput.py at 1,000 tx/s of event time streamed
+# 3,774 tx/s with 1 shard against 2 shards' 2,930. A cluster wants a few per worker
+# (--shards).
+DEFAULT_SHARDS = 1
 # Streaming: a shard's timer waits for the end of the latest buffered cell of this
 # many milliseconds of event time, so one firing takes many transactions.
 DEFAULT_CELL_MS = 100
