@@ -34,7 +34,24 @@ def _cache_dir() -> Path:
 
 
 def _setting(default: Any, help_text: str, **checks: Any) -> Any:
-    return field(default=default, metadata={"help": help_text, **checks})
+    # A secret is left out of repr too: reprs end up in logs and in pipeline graphs.
+    return field(default=default, repr=not checks.get("secret"),
+                 metadata={"help": help_text, **checks})
+
+
+# Secrets read in this process, by the rest of their Settings: a pickled Settings (in
+# a pipeline graph) carries none, and gets its secrets back only where it is unpickled
+# in the process that read them (local runners' workers). A cluster's workers read
+# them from the environment or the password file instead (Settings.cassandra_secret).
+_SECRETS: dict[str, dict[str, Any]] = {}
+
+
+def _secret_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(Settings) if f.metadata.get("secret"))
+
+
+def _unpickled_settings(public: dict[str, Any], key: str) -> Settings:
+    return Settings(**public, **_SECRETS.get(key, {}))
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,9 @@ class Settings:
                                             minimum=1)
     cassandra_username: str = _setting("", "Cassandra user (PasswordAuthenticator)")
     cassandra_password: str = _setting("", "Cassandra password", secret=True)
+    cassandra_password_file: str = _setting(
+        "", "file holding the Cassandra password, read where each connection is made (on "
+        "a cluster, by every worker); used when no password is set otherwise")
     redis_host: str = _setting("127.0.0.1", "Redis host")
     redis_port: int = _setting(6379, "Redis port", port=True)
     redis_db: int = _setting(0, "Redis database number", minimum=0)
@@ -77,6 +97,31 @@ class Settings:
     log_file: Path = _setting(_cache_dir() / "logs" / "fraud-detection.log",
                               "where the commands log (library warnings, tracebacks); "
                               "the terminal shows them with --verbose")
+
+    def __reduce__(self):
+        secret = set(_secret_names())
+        public = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in secret}
+        key = repr(sorted(public.items()))
+        secrets = {name: getattr(self, name) for name in secret if getattr(self, name)}
+        if secrets:
+            _SECRETS[key] = secrets
+        return _unpickled_settings, (public, key)
+
+    def cassandra_secret(self) -> str:
+        """The password: this Settings', else the environment's, else the file's."""
+        if self.cassandra_password:
+            return self.cassandra_password
+        if password := os.environ.get(f"{ENV_PREFIX}CASSANDRA_PASSWORD"):
+            return password
+        if self.cassandra_password_file:
+            path = Path(self.cassandra_password_file)
+            try:
+                return path.read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ConfigError(f"cassandra_password_file: cannot read {path}: "
+                                  f"{exc.strerror}") from None
+        return ""
 
     def as_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = {}

@@ -176,6 +176,15 @@ def packed(records_rows: Iterable[Sequence[RowWrite]],
 _Parts = list[tuple[int, list[RowWrite]]]
 
 
+def cassandra_display(settings: Settings) -> dict[str, Any]:
+    """Where a connector connects, for the runner's UI: never a secret."""
+    return {"cassandra": ", ".join(f"{host}:{settings.cassandra_port}"
+                                   for host in settings.cassandra_hosts),
+            "keyspace": settings.cassandra_keyspace,
+            "consistency": settings.cassandra_consistency,
+            "tls": bool(settings.cassandra_tls_ca_file)}
+
+
 class _WriteRecordsFn(beam.DoFn):
     """Writes records' rows asynchronously, consecutive records packed into one request.
     Driver callbacks (on its I/O thread) only count and queue; retries, metrics and dead
@@ -350,6 +359,11 @@ class WriteToCassandra(beam.PTransform):
         self.position_of = position_of
         self.batched = batched
 
+    def display_data(self) -> dict[str, Any]:
+        return {**cassandra_display(self.settings), "tables": ", ".join(sorted(
+            self.statements)), "max_in_flight": self.max_in_flight,
+            "max_attempts": self.max_attempts}
+
     def expand(self, records):
         # The Reshuffle checkpoints records (fewer and smaller than their rows), so a
         # retried write stage rewrites the same input instead of recomputing it.
@@ -441,6 +455,10 @@ class KnownAccounts(beam.PTransform):
         super().__init__()
         self.settings = settings
         self.source = source
+
+    def display_data(self) -> dict[str, Any]:
+        return {**cassandra_display(self.settings), "table": "accounts",
+                "source": self.source}
 
     def expand(self, transactions):
         return transactions | beam.ParDo(

@@ -396,6 +396,12 @@ class ReadFromKafka(PTransform):
         self.read = KafkaRead(bootstrap, tuple(topics), group_id, bounded, start_from,
                               idle_seconds, poll_seconds, idle_follows_clock, commit_read)
 
+    def display_data(self) -> dict[str, Any]:
+        read = self.read
+        return {"bootstrap": read.bootstrap, "topics": ", ".join(read.topics),
+                "group_id": read.group_id, "bounded": read.bounded,
+                "start_from": read.start_from, "poll_seconds": read.poll_seconds}
+
     def expand(self, pbegin):
         wait_for_topics(self.read.bootstrap, self.read.topics)
         reader = _ReadTopicFn if self.read.bounded else _ReadTopicUnboundedFn
@@ -459,6 +465,9 @@ class WriteToKafka(PTransform):
         self.settings = settings
         self.topic = topic
         self.to_message = to_message
+
+    def display_data(self) -> dict[str, Any]:
+        return {"bootstrap": self.settings.kafka_bootstrap, "topic": self.topic}
 
     def expand(self, records):
         return records | ParDo(_WriteFn(self.settings, self.topic, self.to_message))

@@ -139,7 +139,7 @@ def cluster(settings: Settings, **overrides: Any):
     }
     if settings.cassandra_username:
         options["auth_provider"] = PlainTextAuthProvider(settings.cassandra_username,
-                                                         settings.cassandra_password)
+                                                         settings.cassandra_secret())
     if settings.cassandra_tls_ca_file:
         context = ssl.create_default_context(cafile=settings.cassandra_tls_ca_file)
         # Nodes are usually addressed by IP, which certificates rarely name; the chain

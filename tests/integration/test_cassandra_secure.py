@@ -1,5 +1,6 @@
 """Password authentication and TLS: the sink and the queries work against a node that
-requires both, and a client without credentials is refused with a one-line reason.
+requires both, with the password read from a file, and a client without credentials is
+refused with a one-line reason.
 
 The node runs in its own state dir (test-secure) on its own ports (the session's offset
 plus SECURE_OFFSET), beside the session's stack and a user's default one."""
@@ -48,9 +49,13 @@ def test_sink_and_queries_over_tls_with_a_password(
     with pytest.raises(SchemaError,
                        match=rf"cannot reach Cassandra at 127\.0\.0\.1:{PORTS.cassandra_native}"):
         connect(load_settings(base))
+    apply_schema(load_settings({**base, "cassandra_username": "cassandra",
+                                "cassandra_password": "cassandra"}))
+    # As a cluster's workers get it: from a file each reads, not from the graph.
+    password_file = secure_dir / "password"
+    password_file.write_text("cassandra\n")
     settings = load_settings({**base, "cassandra_username": "cassandra",
-                              "cassandra_password": "cassandra"})
-    apply_schema(settings)
+                              "cassandra_password_file": str(password_file)}, environ={})
     records = small_world.scored[:200]
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
         failed = (p | beam.Create(records, reshuffle=False)
