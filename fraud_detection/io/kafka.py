@@ -225,6 +225,7 @@ class _ReadTopicFn(DoFn, RestrictionProvider):
     def initial_restriction(self, topic: str) -> TopicRestriction:
         from kafka import TopicPartition
 
+        wait_for_topics(self.read.bootstrap, [topic])
         consumer = _consumer(self.read.bootstrap, self.read.group_id)
         try:
             tps = [TopicPartition(topic, p)
@@ -403,7 +404,8 @@ class ReadFromKafka(PTransform):
                 "start_from": read.start_from, "poll_seconds": read.poll_seconds}
 
     def expand(self, pbegin):
-        wait_for_topics(self.read.bootstrap, self.read.topics)
+        # Nothing here touches the network: a graph is built where the cluster may not be
+        # reachable. Workers look the topics up (initial_restriction).
         reader = _ReadTopicFn if self.read.bounded else _ReadTopicUnboundedFn
         return (pbegin
                 | "Topics" >> Create(list(self.read.topics))

@@ -2,7 +2,7 @@
 nowhere in the pipeline's proto, not even inside its pickled DoFns, while workers in
 the submitting process still connect with it and other processes read it from the
 environment or the password file. Connectors show where they connect (display data),
-never the secret."""
+never the secret. Building a graph touches no network."""
 
 from __future__ import annotations
 
@@ -110,3 +110,11 @@ def test_connectors_show_where_they_connect_and_no_secret() -> None:
     assert shown["KnownAccounts"]["table"] == "accounts"
     assert shown["WriteToKafka"]["topic"] == "alerts"
     assert shown["ReadFromKafka"]["topics"] == "transactions"
+
+
+def test_a_kafka_read_is_built_without_reaching_the_broker() -> None:
+    # Nothing listens on port 9: building the graph failed when it looked for the topic.
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    _ = pipeline | ReadFromKafka("127.0.0.1:9", ["transactions"], "group", bounded=True)
+    proto = pipeline.to_runner_api()
+    assert any("ReadFromKafka" in t.unique_name for t in proto.components.transforms.values())
