@@ -26,6 +26,7 @@ DEFAULT_OFFSET = 10_000
 # Further offsets, for the tests that start stacks of their own beside the session's.
 CLUSTER_OFFSET = 1_000
 SECURE_OFFSET = 2_000
+RUNNER_OFFSET = 3_000
 _HIGHEST_DEFAULT_PORT = max(dataclasses.astuple(Ports()))
 
 
@@ -36,7 +37,7 @@ def port_offset() -> int:
     except ValueError:
         raise SystemExit(f"{OFFSET_ENV}: expected a whole number, got {raw!r}") from None
     # Away from the defaults (the user's stack), and every port of every test stack valid.
-    highest = 65535 - _HIGHEST_DEFAULT_PORT - SECURE_OFFSET - 10
+    highest = 65535 - _HIGHEST_DEFAULT_PORT - RUNNER_OFFSET - 10
     if not 100 <= offset <= highest:
         raise SystemExit(f"{OFFSET_ENV}: must be between 100 and {highest}, got {offset}")
     return offset

@@ -20,6 +20,7 @@ from fraud_detection.beam_pipelines.options import (
     DetectOptions,
     DetectSummary,
     InputOptions,
+    for_workers,
     runs_here,
     with_local_runner,
 )
@@ -79,7 +80,7 @@ def run(argv: list[str], settings: Settings, lookback: Sequence[str] = (),
         history = checked.valid
         if lookback:
             earlier = (pipeline
-                       | "LookBackFiles" >> beam.Create(list(lookback))
+                       | "LookBackFiles" >> beam.Create([for_workers(f) for f in lookback])
                        | "ReadLookBack" >> beam.io.ReadAllFromParquet()
                        | "ValidateLookBack" >> ValidateTransactions(
                            source="parquet:lookback", counted=False))
@@ -114,6 +115,7 @@ def run(argv: list[str], settings: Settings, lookback: Sequence[str] = (),
              | "Failed" >> beam.Flatten()
              | "FailedJson" >> beam.Map(lambda f: f"{f.table}: {f.error}")
              | "LogFailed" >> beam.io.WriteToText(
-                 FileSystems.join("out", "failed-writes", "batch"), file_name_suffix=".txt"))
+                 FileSystems.join(for_workers("out"), "failed-writes", "batch"),
+                 file_name_suffix=".txt"))
     result = pipeline.result
     return DetectSummary.of(result, time.monotonic() - started)

@@ -16,6 +16,7 @@ from fraud_detection.beam_pipelines.options import (
     DetectOptions,
     InputOptions,
     counter_value,
+    for_workers,
     with_local_runner,
 )
 from fraud_detection.beam_pipelines.validate import input_pattern
@@ -74,7 +75,8 @@ def run(argv: list[str] | None = None) -> FeatureSummary:
                                          delay_days=opts.label_delay_days,
                                          window_days=opts.counterparty_window_days)
              | "Write" >> beam.io.WriteToParquetBatched(
-                 opts.features_out, with_settings(FEATURE_TABLE_SCHEMA, FeatureSettings.of(
+                 for_workers(opts.features_out),
+                 with_settings(FEATURE_TABLE_SCHEMA, FeatureSettings.of(
                      rules, opts.label_delay_days, opts.counterparty_window_days)),
                  file_name_suffix=".parquet"))
     result = pipeline.result

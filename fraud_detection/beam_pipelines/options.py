@@ -61,8 +61,46 @@ class InputOptions(PipelineOptions):
             "--input", help="Parquet file glob, or a dataset folder (its transactions/ are read)")
 
 
+class RunnerServiceOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument(
+            "--runner_service", nargs="?", const="", default=None, metavar="STACK_DIR",
+            help="submit to the runner service of `stack up --runner-service` (in "
+                 "STACK_DIR, default the settings' stack_dir): PortableRunner to Prism's "
+                 "job service, the SDK workers in one of its worker pools")
+        parser.add_argument("--worker_pool", type=int, default=1,
+                            help="which of the runner service's worker pools (default 1)")
+
+
+def _on_runner_service(options: PipelineOptions) -> None:
+    """Fills in what `--runner_service` stands for: the options a cluster's job server
+    and its worker pool sidecars take."""
+    from fraud_detection import stack
+    from fraud_detection.errors import UsageError
+
+    wanted = options.view_as(RunnerServiceOptions)
+    state = wanted.runner_service or stack.default_state_dir()
+    info = stack.saved(state)
+    running = {s.name for s in stack.status(state) if s.running}
+    if info is None or "prism" not in running:
+        raise UsageError(f"no runner service is running in {state}; start it with "
+                         "`python -m fraud_detection stack up --runner-service`")
+    pool = f"worker-{wanted.worker_pool}"
+    if pool not in running:
+        raise UsageError(f"--worker_pool {wanted.worker_pool}: the runner service in {state} "
+                         f"runs worker pools {', '.join(sorted(running - {'prism'}))}")
+    options.view_as(StandardOptions).runner = "PortableRunner"
+    portable = options.view_as(PortableOptions)
+    portable.job_endpoint = info.job_endpoint
+    portable.environment_type = "EXTERNAL"
+    portable.environment_config = info.worker_pool(wanted.worker_pool)
+
+
 def with_local_runner(options: PipelineOptions) -> PipelineOptions:
     standard = options.view_as(StandardOptions)
+    if options.view_as(RunnerServiceOptions).runner_service is not None:
+        _on_runner_service(options)
     if not standard.runner:
         standard.runner = LOCAL_RUNNER
     prism = options.view_as(PrismRunnerOptions)
@@ -72,7 +110,7 @@ def with_local_runner(options: PipelineOptions) -> PipelineOptions:
 
         standard.runner = "PrismRunner"
         prism.prism_location = str(prism_binary())
-    if standard.runner == "PrismRunner":
+    if standard.runner == "PrismRunner" or _on_prism_service(options):
         debug = options.view_as(DebugOptions)
         if PRISM_NO_SPLIT not in (debug.experiments or []):
             debug.add_experiment(PRISM_NO_SPLIT)
@@ -82,8 +120,23 @@ def with_local_runner(options: PipelineOptions) -> PipelineOptions:
     return options
 
 
+def _on_prism_service(options: PipelineOptions) -> bool:
+    return options.view_as(RunnerServiceOptions).runner_service is not None
+
+
+def for_workers(path: str) -> str:
+    """A path as workers must see it: absolute, since a worker pool's or a cluster's
+    workers run in other working directories (a URL stays as it is)."""
+    from pathlib import Path
+
+    return path if "://" in path else str(Path(path).absolute())
+
+
 def runs_here(options: PipelineOptions) -> bool:
-    """Whether the pipeline's workers run on this machine (a local runner)."""
+    """Whether the pipeline's workers run on this machine (a local runner, or the stack's
+    runner service)."""
+    if _on_prism_service(options):
+        return True
     runner = options.view_as(StandardOptions).runner or LOCAL_RUNNER
     name = runner if isinstance(runner, str) else type(runner).__name__
     return name.rsplit(".", 1)[-1].lower().removesuffix("runner") in _LOCAL_RUNNERS

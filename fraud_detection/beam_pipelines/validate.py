@@ -13,6 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from fraud_detection.beam_pipelines.options import (
     InputOptions,
     counter_value,
+    for_workers,
     with_local_runner,
 )
 from fraud_detection.errors import UsageError
@@ -46,9 +47,9 @@ def input_pattern(value: str | None) -> str:
     matched file is damaged."""
     if not value:
         raise UsageError("--input is required: a Parquet glob or a dataset folder")
-    pattern = value
+    pattern = for_workers(value)
     if not any(ch in value for ch in "*?[") and not value.endswith(".parquet"):
-        pattern = FileSystems.join(value, TRANSACTIONS_DIR, "date=*", "*.parquet")
+        pattern = FileSystems.join(pattern, TRANSACTIONS_DIR, "date=*", "*.parquet")
     matched = FileSystems.match([pattern])[0].metadata_list
     if not matched:
         raise UsageError(f"no Parquet files match {pattern}")
@@ -68,7 +69,7 @@ def run(argv: list[str] | None = None) -> ValidateSummary:
         _ = (checked.dead_letters
              | "ToJson" >> beam.Map(lambda d: json.dumps(d.to_dict(), sort_keys=True))
              | "WriteDeadLetters" >> beam.io.WriteToText(
-                 opts.dead_letters, file_name_suffix=".jsonl"))
+                 for_workers(opts.dead_letters), file_name_suffix=".jsonl"))
     result = pipeline.result
     return ValidateSummary(
         read=counter_value(result, "read"), valid=counter_value(result, "valid"),

@@ -13,11 +13,20 @@ from pathlib import Path
 from fraud_detection.stack import probes, procs
 from fraud_detection.stack.errors import StackError
 from fraud_detection.stack.fetch import file_lock
-from fraud_detection.stack.services import SERVICES, CassandraNode, Ports, Service, services_for
+from fraud_detection.stack.services import (
+    ALL_SERVICES,
+    RUNNER_SERVICE,
+    SERVICES,
+    CassandraNode,
+    Ports,
+    Service,
+    services_for,
+)
 
 __all__ = [
     "SERVICES", "Ports", "ServiceStatus", "StackError", "StackInfo", "default_jars_dir",
-    "default_state_dir", "down", "log_path", "start_node", "status", "stop", "stop_node",
+    "default_state_dir", "down", "log_path", "saved", "start_node", "status", "stop",
+    "stop_node",
     "tls_ca_file", "up",
 ]
 
@@ -54,6 +63,14 @@ class StackInfo:
     services: tuple[str, ...]
     cassandra_nodes: int
     cassandra_secure: bool = False  # PasswordAuthenticator and client TLS
+    workers: int = 0  # worker pools beside the runner service
+
+    @property
+    def job_endpoint(self) -> str:
+        return f"127.0.0.1:{self.ports.prism_job}"
+
+    def worker_pool(self, index: int) -> str:
+        return f"127.0.0.1:{self.ports.worker_pool + index - 1}"
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -85,7 +102,8 @@ def _saved(state: Path) -> StackInfo | None:
     try:
         saved = json.loads((state / "stack.json").read_text())
         return StackInfo(state, Ports(**saved["ports"]), tuple(saved["services"]),
-                         int(saved["cassandra_nodes"]), bool(saved.get("cassandra_secure")))
+                         int(saved["cassandra_nodes"]), bool(saved.get("cassandra_secure")),
+                         int(saved.get("workers", 0)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -94,7 +112,8 @@ def _save(info: StackInfo) -> None:
     info.state_dir.mkdir(parents=True, exist_ok=True)
     (info.state_dir / "stack.json").write_text(json.dumps({
         "ports": asdict(info.ports), "services": list(info.services),
-        "cassandra_nodes": info.cassandra_nodes, "cassandra_secure": info.cassandra_secure},
+        "cassandra_nodes": info.cassandra_nodes, "cassandra_secure": info.cassandra_secure,
+        "workers": info.workers},
         indent=2) + "\n")
 
 
@@ -150,15 +169,19 @@ def _start(service: Service, state: Path, progress: Progress) -> None:
 
 def up(services: Iterable[str] = SERVICES, cassandra_nodes: int = 1, ports: Ports | None = None,
        state_dir: Path | str | None = None, *, jars_dir: Path | str | None = None,
-       progress: Progress | None = None, cassandra_secure: bool = False) -> StackInfo:
+       progress: Progress | None = None, cassandra_secure: bool = False,
+       workers: int = 0) -> StackInfo:
     """Starts the services that are not running, one after another, and waits until each
     answers; a service already running is left as it is. cassandra_secure: password
-    authentication and TLS for clients (see tls_ca_file)."""
-    wanted = tuple(services)
-    if unknown := sorted(set(wanted) - set(SERVICES)):
+    authentication and TLS for clients (see tls_ca_file). workers: also the runner
+    service, Prism's job service with that many worker pools."""
+    wanted = tuple(services) + ((RUNNER_SERVICE,) if workers else ())
+    if unknown := sorted(set(wanted) - set(ALL_SERVICES)):
         raise StackError(f"unknown service {', '.join(unknown)}; known: {', '.join(SERVICES)}")
     if not 1 <= cassandra_nodes <= 9:
         raise StackError(f"cassandra_nodes must be 1..9, not {cassandra_nodes}")
+    if not 0 <= workers <= 8:
+        raise StackError(f"workers must be 0..8, not {workers}")
     state = _state(state_dir)
     jars = Path(jars_dir) if jars_dir else default_jars_dir()
     ports = ports or Ports()
@@ -167,6 +190,8 @@ def up(services: Iterable[str] = SERVICES, cassandra_nodes: int = 1, ports: Port
         saved = _saved(state)
         if saved and "cassandra" not in wanted:
             nodes = saved.cassandra_nodes
+        if saved and not workers:
+            workers = saved.workers
         if saved and (running := _running(state)):
             if saved.ports != ports:
                 raise StackError(f"the stack in {state} runs on other ports; run `down` first")
@@ -174,12 +199,19 @@ def up(services: Iterable[str] = SERVICES, cassandra_nodes: int = 1, ports: Port
                 raise StackError(f"the stack in {state} runs {saved.cassandra_nodes} Cassandra "
                                  "node(s); run `down` first")
         known = set(saved.services) if saved else set()
-        info = StackInfo(state, ports, tuple(s for s in SERVICES if s in known | set(wanted)),
-                         nodes, cassandra_secure)
+        info = StackInfo(state, ports,
+                         tuple(s for s in ALL_SERVICES if s in known | set(wanted)),
+                         nodes, cassandra_secure, workers)
         _save(info)
-        for service in services_for(wanted, nodes, ports, jars, cassandra_secure, state):
+        for service in services_for(wanted, nodes, ports, jars, cassandra_secure, state,
+                                    workers):
             _start(service, state, progress or (lambda _line: None))
     return info
+
+
+def saved(state_dir: Path | str | None = None) -> StackInfo | None:
+    """What the last `up` in state_dir started (its ports, services, workers)."""
+    return _saved(_state(state_dir))
 
 
 def status(state_dir: Path | str | None = None) -> list[ServiceStatus]:
@@ -191,7 +223,7 @@ def status(state_dir: Path | str | None = None) -> list[ServiceStatus]:
     return [ServiceStatus(s.name, pid is not None, pid, f"{s.host}:{s.port}",
                           log_path(s.name, state))
             for s in services_for(info.services, info.cassandra_nodes, info.ports, Path(),
-                                  info.cassandra_secure, state)
+                                  info.cassandra_secure, state, info.workers)
             for pid in [procs.running_pid(_pidfile(state, s.name))]]
 
 
@@ -239,8 +271,9 @@ def tls_ca_file(state_dir: Path | str | None = None) -> Path:
 
 def _canonical(name: str) -> str:
     name = "cassandra-1" if name == "cassandra" else name
-    if not re.fullmatch(r"kafka|redis|cassandra-[1-9]", name):
-        raise StackError(f"unknown service {name!r}; known: kafka, cassandra[-N], redis")
+    if not re.fullmatch(r"kafka|redis|cassandra-[1-9]|prism|worker-[1-9]", name):
+        raise StackError(f"unknown service {name!r}; known: kafka, cassandra[-N], redis, "
+                         "prism, worker-N")
     return name
 
 

@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="where data, logs and pid files live "
                              f"(default {stack.default_state_dir()})")
     parser = _Parser(prog="fraud-detection stack",
-                     description="Local Kafka, Cassandra and Redis on 127.0.0.1.")
+                     description="Local Kafka, Cassandra and Redis on 127.0.0.1, and "
+                                 "optionally a runner service (Prism and worker pools).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     up = commands.add_parser("up", parents=[common], help="start what is not running")
     up.add_argument("--services", nargs="+", choices=SERVICES, default=list(SERVICES))
@@ -27,13 +28,18 @@ def _parser() -> argparse.ArgumentParser:
                     metavar="N", help="Cassandra nodes on 127.0.0.1..N (default 1)")
     up.add_argument("--cassandra-secure", action="store_true",
                     help="password authentication (cassandra/cassandra) and TLS for clients")
+    up.add_argument("--runner-service", action="store_true",
+                    help="also Prism as a job service and Beam worker pools, where pipelines "
+                         "run with `-- --runner_service`")
+    up.add_argument("--workers", type=int, default=None, choices=range(1, 9), metavar="N",
+                    help="worker pools of the runner service (default 1)")
     commands.add_parser("down", parents=[common], help="stop every process the stack started")
     commands.add_parser("status", parents=[common], help="one line per process")
     runners = commands.add_parser("runners", parents=[common],
                                   help="build Prism and stage the Flink job server")
     runners.add_argument("--only", choices=("prism", "flink"), default=None)
     logs = commands.add_parser("logs", parents=[common], help="the end of a service's log")
-    logs.add_argument("service", help="kafka, redis, cassandra or cassandra-N")
+    logs.add_argument("service", help="kafka, redis, cassandra[-N], prism or worker-N")
     logs.add_argument("-n", "--lines", type=int, default=40)
     return parser
 
@@ -64,9 +70,12 @@ def main(argv: list[str] | None = None, *, ports: Ports | None = None,
     try:
         if args.command == "up":
             began = time.monotonic()
+            if args.workers and not args.runner_service:
+                raise StackError("--workers needs --runner-service")
+            workers = (args.workers or 1) if args.runner_service else 0
             info = stack.up(args.services, args.cassandra_nodes, ports, state,
                             progress=lambda line: print(line, flush=True),
-                            cassandra_secure=args.cassandra_secure)
+                            cassandra_secure=args.cassandra_secure, workers=workers)
             if info.cassandra_secure:
                 print(f"cassandra: TLS with {stack.tls_ca_file(info.state_dir)} as the CA; "
                       "user cassandra, password cassandra")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,10 @@ from fraud_detection.stack import fetch, probes
 from fraud_detection.stack.errors import StackError
 
 SERVICES = ("kafka", "cassandra", "redis")
+# Started only when asked for (`stack up --runner-service`): Prism's job service and
+# Beam Python worker pools, the shape of a cluster runner on one machine.
+RUNNER_SERVICE = "runner"
+ALL_SERVICES = (*SERVICES, RUNNER_SERVICE)
 LOCALHOST = "127.0.0.1"
 
 
@@ -25,6 +30,8 @@ class Ports:
     cassandra_storage: int = 7000
     cassandra_jmx: int = 7199  # node i uses cassandra_jmx + i - 1: JMX binds 127.0.0.1 only
     redis: int = 6379
+    prism_job: int = 8073  # Prism's job service (Beam's Job API)
+    worker_pool: int = 50000  # worker pool i listens on worker_pool + i - 1
 
 
 class Service(Protocol):
@@ -310,12 +317,70 @@ class Redis:
         return probes.redis_ping(self.host, self.port)
 
 
+@dataclass(frozen=True)
+class PrismJobService:
+    """Prism as a long-running job service: pipelines are submitted to it over Beam's
+    Job API (PortableRunner), as to a cluster's job server."""
+
+    ports: Ports
+    name: str = "prism"
+    host: str = LOCALHOST
+    startup_timeout: float = 900.0  # the first start builds Prism
+
+    @property
+    def port(self) -> int:
+        return self.ports.prism_job
+
+    def busy_ports(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port)]
+
+    def prepare(self, home: Path, log: Path) -> list[str]:
+        from fraud_detection.stack.runners import prism_binary
+
+        home.mkdir(parents=True, exist_ok=True)
+        return [str(prism_binary()), "--job_port", str(self.port), "--serve_http=false",
+                "--log_kind", "text"]
+
+    def ready(self) -> bool:
+        return probes.port_open(self.host, self.port)
+
+
+@dataclass(frozen=True)
+class WorkerPool:
+    """A Beam Python worker pool (fraud_detection.stack.worker_pool): the SDK workers
+    of jobs whose environment is EXTERNAL with this pool's address."""
+
+    ports: Ports
+    index: int
+    host: str = LOCALHOST
+    startup_timeout: float = 60.0
+
+    @property
+    def name(self) -> str:
+        return f"worker-{self.index}"
+
+    @property
+    def port(self) -> int:
+        return self.ports.worker_pool + self.index - 1
+
+    def busy_ports(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port)]
+
+    def prepare(self, home: Path, log: Path) -> list[str]:
+        home.mkdir(parents=True, exist_ok=True)
+        return [sys.executable, "-m", "fraud_detection.stack.worker_pool",
+                "--port", str(self.port)]
+
+    def ready(self) -> bool:
+        return probes.port_open(self.host, self.port)
+
+
 def services_for(names: tuple[str, ...], cassandra_nodes: int, ports: Ports,
                  jars: Path, cassandra_secure: bool = False,
-                 state_dir: Path | None = None) -> list[Service]:
+                 state_dir: Path | None = None, workers: int = 0) -> list[Service]:
     """The processes of the named services, in start order."""
     chosen: list[Service] = []
-    for name in SERVICES:
+    for name in ALL_SERVICES:
         if name not in names:
             continue
         if name == "kafka":
@@ -324,6 +389,9 @@ def services_for(names: tuple[str, ...], cassandra_nodes: int, ports: Ports,
             chosen.extend(CassandraNode(ports, jars, i, secure=cassandra_secure,
                                         state_dir=state_dir)
                           for i in range(1, cassandra_nodes + 1))
+        elif name == RUNNER_SERVICE:
+            chosen.append(PrismJobService(ports))
+            chosen.extend(WorkerPool(ports, i) for i in range(1, workers + 1))
         else:
             chosen.append(Redis(ports))
     return chosen

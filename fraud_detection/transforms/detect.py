@@ -393,7 +393,7 @@ class DetectFraud(beam.PTransform):
         super().__init__()
         self.rules = rules if isinstance(rules, RulesSource) else StaticRules(rules)
         self.threshold = threshold
-        self.model_dir = Path(model_dir) if model_dir else None
+        self.model_dir = Path(model_dir).absolute() if model_dir else None  # for any cwd
         self.labels = labels
         self.delay_days = delay_days
         self.window_days = window_days

@@ -202,6 +202,12 @@ HAND_WRITTEN = [
     (["stack", "up", "--cassandra-nodes", "0"], ["--cassandra-nodes"]),
     (["stack", "up", "--services", "postgres"], ["postgres"]),
     (["stack", "logs"], ["required"]),
+    (["stack", "up", "--workers", "2"], ["--workers", "--runner-service"]),
+    (["stack", "up", "--runner-service", "--workers", "9"], ["--workers"]),
+    (["stack", "logs", "worker-x"], ["worker-x"]),
+    # No runner service in the test's stack folder.
+    (["validate", "--input", "{sample}", "--", "--runner_service"],
+     ["no runner service", "stack up --runner-service"]),
     (["add", "bank"], ["required", "--bank-id"]),
     # Services where nothing listens: one line, quickly, naming where it looked.
     (["batch", "--input", "{sample}"], ["127.0.0.1:1"]),
