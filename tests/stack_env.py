@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from fraud_detection.config import Settings
@@ -55,6 +57,19 @@ def stack_dir(kind: str = "stack") -> Path:
     offset = port_offset()
     name = f"test-{kind}" + ("" if offset == DEFAULT_OFFSET else f"-{offset}")
     return Settings().stack_dir.with_name(name)
+
+
+def own_stack_dir(kind: str) -> Iterator[Path]:
+    """A further stack's folder for a module fixture (`yield from`): stopped and
+    removed before (leftovers of an interrupted run) and after."""
+    from fraud_detection.stack import down
+
+    state = stack_dir(kind)
+    down(state)
+    shutil.rmtree(state, ignore_errors=True)
+    yield state
+    down(state)
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def session_environ() -> dict[str, str]:

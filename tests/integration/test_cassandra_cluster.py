@@ -6,7 +6,6 @@ ports (the session's offset plus CLUSTER_OFFSET: native 20042, storage 18000, JM
 default one (either may be running at the same time) and is removed afterwards.
 """
 
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from cassandra.query import SimpleStatement
 
 from fraud_detection.config import load_settings
 from fraud_detection.io.cassandra import WriteToCassandra
-from fraud_detection.stack import StackInfo, down, start_node, stop_node
+from fraud_detection.stack import StackInfo, start_node, stop_node
 from fraud_detection.store import queries
 from fraud_detection.store.keyspace import apply_schema, connect
 from fraud_detection.store.tables import scored_transaction_rows
@@ -36,12 +35,7 @@ HOSTS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 
 @pytest.fixture(scope="module")
 def cluster_dir() -> Iterator[Path]:
-    state = stack_env.stack_dir("cluster")
-    down(state)  # leftovers of an interrupted run
-    shutil.rmtree(state, ignore_errors=True)
-    yield state
-    down(state)
-    shutil.rmtree(state, ignore_errors=True)
+    yield from stack_env.own_stack_dir("cluster")
 
 
 def _count_at_all(session: Session, table: str = "ha.kv", timeout: float = 120) -> int:

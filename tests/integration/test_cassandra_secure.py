@@ -7,7 +7,6 @@ plus SECURE_OFFSET), beside the session's stack and a user's default one."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from fraud_detection.config import load_settings
 from fraud_detection.io.cassandra import WriteToCassandra
-from fraud_detection.stack import StackInfo, down, tls_ca_file
+from fraud_detection.stack import StackInfo, tls_ca_file
 from fraud_detection.store import queries
 from fraud_detection.store.keyspace import SchemaError, apply_schema, connect
 from fraud_detection.store.tables import scored_transaction_rows
@@ -32,12 +31,7 @@ PORTS = stack_env.stack_ports(stack_env.SECURE_OFFSET)
 
 @pytest.fixture(scope="module")
 def secure_dir() -> Iterator[Path]:
-    state = stack_env.stack_dir("secure")
-    down(state)
-    shutil.rmtree(state, ignore_errors=True)
-    yield state
-    down(state)
-    shutil.rmtree(state, ignore_errors=True)
+    yield from stack_env.own_stack_dir("secure")
 
 
 def test_sink_and_queries_over_tls_with_a_password(

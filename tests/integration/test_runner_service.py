@@ -9,7 +9,6 @@ offset plus RUNNER_OFFSET); Cassandra is the session's stack."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,12 +29,7 @@ PORTS = stack_env.stack_ports(stack_env.RUNNER_OFFSET)
 
 @pytest.fixture(scope="module")
 def service_dir() -> Iterator[Path]:
-    state = stack_env.stack_dir("runner")
-    down(state)
-    shutil.rmtree(state, ignore_errors=True)
-    yield state
-    down(state)
-    shutil.rmtree(state, ignore_errors=True)
+    yield from stack_env.own_stack_dir("runner")
 
 
 def _contents(settings) -> dict[str, list]:
