@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import os
 import typing
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,15 +44,17 @@ def _setting(default: Any, help_text: str, **checks: Any) -> Any:
 # a pipeline graph) carries none, and gets its secrets back only where it is unpickled
 # in the process that read them (local runners' workers). A cluster's workers read
 # them from the environment or the password file instead (Settings.cassandra_secret).
-_SECRETS: dict[str, dict[str, Any]] = {}
+_SECRETS: dict[str, dict[str, Any]] = {}  # token -> secrets
+# One random token per distinct Settings: two differing only in a secret get their own.
+_TOKENS: dict[tuple, str] = {}
 
 
 def _secret_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(Settings) if f.metadata.get("secret"))
 
 
-def _unpickled_settings(public: dict[str, Any], key: str) -> Settings:
-    return Settings(**public, **_SECRETS.get(key, {}))
+def _unpickled_settings(public: dict[str, Any], token: str) -> Settings:
+    return Settings(**public, **_SECRETS.get(token, {}))
 
 
 @dataclass(frozen=True)
@@ -102,11 +105,14 @@ class Settings:
         secret = set(_secret_names())
         public = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                   if f.name not in secret}
-        key = repr(sorted(public.items()))
         secrets = {name: getattr(self, name) for name in secret if getattr(self, name)}
+        token = ""
         if secrets:
-            _SECRETS[key] = secrets
-        return _unpickled_settings, (public, key)
+            # Random, not derived from the secret: a hash in the graph could be cracked.
+            token = _TOKENS.setdefault((repr(sorted(public.items())),
+                                        tuple(sorted(secrets.items()))), uuid.uuid4().hex)
+            _SECRETS[token] = secrets
+        return _unpickled_settings, (public, token)
 
     def cassandra_secret(self) -> str:
         """The password: this Settings', else the environment's, else the file's."""

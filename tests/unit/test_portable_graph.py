@@ -70,6 +70,9 @@ def test_a_pickled_settings_gets_its_password_back_only_in_this_process(
     blob = pickle.dumps(settings)
     assert PASSWORD.encode() not in blob
     assert pickle.loads(blob) == settings
+    other = Settings(cassandra_username="fraud", cassandra_password="another")
+    assert pickle.loads(pickle.dumps(other)) == other  # its own password, not the first's
+    assert pickle.loads(blob) == settings
     (tmp_path / "settings.pickle").write_bytes(blob)
     elsewhere = subprocess.run(
         [sys.executable, "-c", "import pickle, sys; s = pickle.load(open(sys.argv[1], 'rb'));"
