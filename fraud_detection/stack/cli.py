@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     runners = commands.add_parser("runners", parents=[common],
                                   help="build Prism and stage the Flink job server")
     runners.add_argument("--only", choices=("prism", "flink"), default=None)
+    runners.add_argument("--flink-job-server-jar", type=Path, default=None, metavar="PATH",
+                         help="a beam-runners-flink-1.20-job-server jar you supply, staged "
+                              "instead of fetched from Maven Central")
     logs = commands.add_parser("logs", parents=[common], help="the end of a service's log")
     logs.add_argument("service", help="kafka, redis, cassandra[-N], prism or worker-N")
     logs.add_argument("-n", "--lines", type=int, default=40)
@@ -91,6 +94,14 @@ def main(argv: list[str] | None = None, *, ports: Ports | None = None,
                 pid = f"pid {row.pid}" if row.running else "stopped"
                 print(f"{row.name:<12} {row.address:<16} {pid:<12} {row.log}")
         elif args.command == "runners":
+            if args.flink_job_server_jar is not None:
+                from fraud_detection.stack import runners
+
+                print(f"flink  {runners.stage_flink_job_server_jar(args.flink_job_server_jar)}"
+                      " (supplied)", flush=True)
+                if args.only == "flink":
+                    return 0
+                args.only = args.only or "prism"
             _prepare_runners(args.only)
         else:
             log = stack.log_path(args.service, state)

@@ -126,11 +126,45 @@ def prism_binary(bin_dir: Path | None = None) -> Path:
     return binary
 
 
+def flink_jar_path(flink: str = FLINK_VERSION) -> Path:
+    return BEAM_JAR_CACHE / f"beam-runners-flink-{flink}-job-server-{BEAM_VERSION}.jar"
+
+
+def staged_flink_job_server_jar(flink: str = FLINK_VERSION) -> Path | None:
+    """The job server jar if it is in Beam's jar cache already (fetched or supplied)."""
+    jar = flink_jar_path(flink)
+    return jar if jar.is_file() else None
+
+
+# A class only Beam's Flink job server jar holds.
+_FLINK_DRIVER = "org/apache/beam/runners/flink/FlinkJobServerDriver.class"
+
+
+def stage_flink_job_server_jar(supplied: Path, flink: str = FLINK_VERSION) -> Path:
+    """A job server jar the user supplies (where Maven Central is not reachable), copied
+    into Beam's jar cache under the name the Python FlinkRunner looks for."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(supplied) as jar:
+            if _FLINK_DRIVER not in jar.namelist():
+                raise StackError(f"{supplied}: not a Beam Flink job server jar (no "
+                                 f"{_FLINK_DRIVER})")
+    except FileNotFoundError:
+        raise StackError(f"no such file: {supplied}") from None
+    except (zipfile.BadZipFile, IsADirectoryError):
+        raise StackError(f"{supplied}: not a jar") from None
+    target = flink_jar_path(flink)
+    BEAM_JAR_CACHE.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(supplied, target)
+    return target
+
+
 def flink_job_server_jar(flink: str = FLINK_VERSION) -> Path:
     """The Flink job server jar under its Maven file name in Beam's jar cache, where the
     Python FlinkRunner looks before it would download."""
     artifact = f"beam-runners-flink-{flink}-job-server"
-    jar = BEAM_JAR_CACHE / f"{artifact}-{BEAM_VERSION}.jar"
+    jar = flink_jar_path(flink)
     if jar.is_file():
         return jar
     BEAM_JAR_CACHE.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,8 @@ import pytest
 
 from fraud_detection.beam_pipelines import batch
 from fraud_detection.stack import StackInfo, down, log_path, status
-from fraud_detection.store import queries
-from fraud_detection.store.keyspace import connect
 from tests import stack_env
-from tests.integration.test_batch import TABLES
-from tests.integration.worlds import World
+from tests.integration.worlds import World, stored_tables
 
 pytestmark = pytest.mark.integration
 
@@ -30,15 +27,6 @@ PORTS = stack_env.stack_ports(stack_env.RUNNER_OFFSET)
 @pytest.fixture(scope="module")
 def service_dir() -> Iterator[Path]:
     yield from stack_env.own_stack_dir("runner")
-
-
-def _contents(settings) -> dict[str, list]:
-    store = connect(settings)
-    try:
-        return {table: sorted(queries.table_contents(store, table), key=repr)
-                for table in TABLES}
-    finally:
-        store.close()
 
 
 def test_batch_on_the_runner_service_writes_what_fnapi_writes(
@@ -53,9 +41,9 @@ def test_batch_on_the_runner_service_writes_what_fnapi_writes(
     summary = batch.run([*argv, f"--runner_service={service_dir}", "--worker_pool=2"], there)
     assert summary.read == summary.scored == len(small_world.scored)
     assert summary.rows_failed == 0
-    expected = _contents(here)
+    expected = stored_tables(here)
     assert expected["transactions"]
-    assert _contents(there) == expected
+    assert stored_tables(there) == expected
 
     pool_log = log_path("worker-2", service_dir).read_text()
     assert "Starting worker with command" in pool_log  # a process of its own

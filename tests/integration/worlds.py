@@ -95,3 +95,19 @@ def replay_world(settings, world: World, name: str) -> None:
         state.forget(name)
     finally:
         state.close()
+
+
+def stored_tables(settings) -> dict[str, list]:
+    """Every table a batch run fills, each as sorted rows read back from Cassandra: to
+    compare two runs into two keyspaces."""
+    from fraud_detection.store import queries
+    from fraud_detection.store.keyspace import connect
+    from fraud_detection.store.tables import ENTITY_COLUMNS, TRANSACTION_TABLES
+
+    store = connect(settings)
+    try:
+        return {table: sorted(queries.table_contents(store, table), key=repr)
+                for table in (*TRANSACTION_TABLES, *ENTITY_COLUMNS, "account_balances",
+                              "benford_reports")}
+    finally:
+        store.close()

@@ -205,6 +205,8 @@ HAND_WRITTEN = [
     (["stack", "up", "--workers", "2"], ["--workers", "--runner-service"]),
     (["stack", "up", "--runner-service", "--workers", "9"], ["--workers"]),
     (["stack", "logs", "worker-x"], ["worker-x"]),
+    (["stack", "runners", "--flink-job-server-jar", "/nonexistent/flink.jar"],
+     ["no such file", "/nonexistent/flink.jar"]),
     # No runner service in the test's stack folder.
     (["validate", "--input", "{sample}", "--", "--runner_service"],
      ["no runner service", "stack up --runner-service"]),
