@@ -346,6 +346,10 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
             *(["--bounded"] if args.bounded else []),
             *check_beam_args(args.beam_args)]
     summary = stream.run(argv, settings)
+    if summary is None:
+        print("stream submitted to the runner service; `stack status` lists its job, "
+              "`stack down` ends it")
+        return 0
     print(summary)
     return 1 if summary.rows_failed else 0
 

@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from fraud_detection.beam_pipelines.options import (
     DetectOptions,
     DetectSummary,
+    RunnerServiceOptions,
     with_local_runner,
 )
 from fraud_detection.config import Settings
@@ -66,6 +67,10 @@ class StreamOptions(PipelineOptions):
                                  "committed ones")
         parser.add_argument("--bounded", action="store_true",
                             help="read to the topics' current ends, then finish")
+        parser.add_argument("--detach", action="store_true",
+                            help="with --runner_service: submit and return; the job runs "
+                                 "on in the service (`stack status` lists it, `stack down` "
+                                 "ends it)")
         parser.add_argument("--cell_ms", type=int, default=DEFAULT_CELL_MS,
                             help="event-time cell a shard waits for before it runs the "
                                  "kernel: shorter means lower latency, more firings")
@@ -104,13 +109,17 @@ def _rules(opts: StreamOptions, detect: DetectOptions, settings: Settings):
     return load_rules(path)
 
 
-def run(argv: list[str], settings: Settings) -> DetectSummary:
+def run(argv: list[str], settings: Settings) -> DetectSummary | None:
+    """Runs until the pipeline ends (or, with --detach, returns None once submitted)."""
     options = PipelineOptions(argv)
     if not options.view_as(StandardOptions).runner:
         options.view_as(StandardOptions).runner = "PrismRunner"  # the local streaming one
     options = with_local_runner(options)
     opts = options.view_as(StreamOptions)
     detect = options.view_as(DetectOptions)
+    if opts.detach and options.view_as(RunnerServiceOptions).runner_service is None:
+        raise UsageError("--detach needs --runner_service: a local runner ends with this "
+                         "process")
     options.view_as(StandardOptions).streaming = not opts.bounded
     rules = _rules(opts, detect, settings)
     shards = detect.checked_shards()
@@ -171,6 +180,8 @@ def run(argv: list[str], settings: Settings) -> DetectSummary:
          | "LogFailed" >> beam.Map(lambda f: print(f"write failed: {f.table}: {f.error}",
                                                    flush=True)))
     result = pipeline.run()
+    if opts.detach:
+        return None
     reporter = ProgressReporter(settings, GROUP_ID)
     reporter.start()
     try:

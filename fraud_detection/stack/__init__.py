@@ -24,10 +24,9 @@ from fraud_detection.stack.services import (
 )
 
 __all__ = [
-    "SERVICES", "Ports", "ServiceStatus", "StackError", "StackInfo", "default_jars_dir",
-    "default_state_dir", "down", "log_path", "saved", "start_node", "status", "stop",
-    "stop_node",
-    "tls_ca_file", "up",
+    "SERVICES", "JobStatus", "Ports", "ServiceStatus", "StackError", "StackInfo",
+    "default_jars_dir", "default_state_dir", "down", "jobs", "log_path", "saved",
+    "start_node", "status", "stop", "stop_jobs", "stop_node", "tls_ca_file", "up",
 ]
 
 Progress = Callable[[str], None]
@@ -227,12 +226,76 @@ def status(state_dir: Path | str | None = None) -> list[ServiceStatus]:
             for pid in [procs.running_pid(_pidfile(state, s.name))]]
 
 
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str
+    name: str
+    state: str  # Beam's JobState name: RUNNING, DONE, CANCELLED, ...
+
+
+# Jobs in these states still hold workers.
+_ACTIVE_JOBS = ("STARTING", "RUNNING", "DRAINING", "CANCELLING", "UPDATING", "STOPPED")
+
+
+def _job_service(info: StackInfo):
+    import grpc
+    from apache_beam.portability.api import beam_job_api_pb2_grpc
+
+    channel = grpc.insecure_channel(info.job_endpoint)
+    return channel, beam_job_api_pb2_grpc.JobServiceStub(channel)
+
+
+def jobs(state_dir: Path | str | None = None) -> list[JobStatus]:
+    """The jobs the runner service holds (none when it is not running)."""
+    from apache_beam.portability.api import beam_job_api_pb2
+
+    state = _state(state_dir)
+    info = _saved(state)
+    if info is None or procs.running_pid(_pidfile(state, "prism")) is None:
+        return []
+    channel, service = _job_service(info)
+    try:
+        found = service.GetJobs(beam_job_api_pb2.GetJobsRequest(), timeout=10).job_info
+        return [JobStatus(j.job_id, j.job_name, beam_job_api_pb2.JobState.Enum.Name(j.state))
+                for j in found]
+    finally:
+        channel.close()
+
+
+def stop_jobs(state_dir: Path | str | None = None,
+              wait_seconds: float = 60.0) -> list[JobStatus]:
+    """Cancels the runner service's active jobs and waits until they have ended, so their
+    workers finish their bundles before the processes stop; returns those jobs as they
+    ended."""
+    from apache_beam.portability.api import beam_job_api_pb2
+
+    state = _state(state_dir)
+    info = _saved(state)
+    active = [j for j in jobs(state) if j.state in _ACTIVE_JOBS]
+    if info is None or not active:
+        return []
+    channel, service = _job_service(info)
+    try:
+        for job in active:
+            service.Cancel(beam_job_api_pb2.CancelJobRequest(job_id=job.job_id), timeout=10)
+        ids = {job.job_id for job in active}
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            ended = [j for j in jobs(state) if j.job_id in ids]
+            if all(j.state not in _ACTIVE_JOBS for j in ended) or time.monotonic() > deadline:
+                return ended
+            time.sleep(0.5)
+    finally:
+        channel.close()
+
+
 def down(state_dir: Path | str | None = None) -> list[str]:
-    """Stops every process this stack started in state_dir (and nothing else); returns
-    the names of those that were running."""
+    """Stops every process this stack started in state_dir (and nothing else), after the
+    runner service's jobs are cancelled; returns the names of those that were running."""
     state = _state(state_dir)
     if not state.is_dir():
         return []
+    stop_jobs(state)
     with file_lock(state / ".lock"):
         stopped = procs.stop(sorted((state / "run").glob("*.pid")))
     return [pf.stem for pf in stopped]

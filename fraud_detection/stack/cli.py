@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None, *, ports: Ports | None = None,
             for row in rows:
                 pid = f"pid {row.pid}" if row.running else "stopped"
                 print(f"{row.name:<12} {row.address:<16} {pid:<12} {row.log}")
+            for job in stack.jobs(state):
+                print(f"job {job.job_id:<20} {job.state:<10} {job.name}")
         elif args.command == "runners":
             if args.flink_job_server_jar is not None:
                 from fraud_detection.stack import runners

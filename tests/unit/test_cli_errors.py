@@ -210,6 +210,7 @@ HAND_WRITTEN = [
     # No runner service in the test's stack folder.
     (["validate", "--input", "{sample}", "--", "--runner_service"],
      ["no runner service", "stack up --runner-service"]),
+    (["stream", "--", "--detach"], ["--detach needs --runner_service"]),
     (["add", "bank"], ["required", "--bank-id"]),
     # Services where nothing listens: one line, quickly, naming where it looked.
     (["batch", "--input", "{sample}"], ["127.0.0.1:1"]),
