@@ -133,6 +133,9 @@ def cluster(settings: Settings, **overrides: Any):
                                TUPLE_ROWS: profile(row_factory=tuple_factory)},
         "protocol_version": 5,
         "connect_timeout": 10,
+        # Connecting reads the whole schema; the default 2 s timed out on a loaded
+        # 2-core node holding many keyspaces, and the connection was refused.
+        "control_connection_timeout": 10.0,
         # A node back from a restart is noticed within seconds, not the driver's default
         # of up to ten minutes between attempts.
         "reconnection_policy": ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),

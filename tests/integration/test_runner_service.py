@@ -24,7 +24,7 @@ import pytest
 from fraud_detection.beam_pipelines import batch, stream
 from fraud_detection.io.kafka import KafkaSender, encode_record, ensure_topics
 from fraud_detection.stack import StackInfo, down, jobs, log_path, status, stop_jobs
-from fraud_detection.store.keyspace import connect
+from fraud_detection.store.keyspace import connect, drop_keyspace
 from tests import stack_env
 from tests.integration.streaming import expected_outcomes, settings_env
 from tests.integration.worlds import (
@@ -60,6 +60,8 @@ def test_batch_on_the_runner_service_writes_what_fnapi_writes(
     expected = stored_tables(here)
     assert expected["transactions"]
     assert stored_tables(there) == expected
+    for settings in (here, there):  # every keyspace slows each later connection's start
+        drop_keyspace(settings)
 
     pool_log = log_path("worker-2", service_dir).read_text()
     assert "Starting worker with command" in pool_log  # a process of its own
@@ -125,3 +127,4 @@ def test_stream_on_the_runner_service_bounded_and_detached(
     assert [j.state for j in ended] == ["CANCELLED"]
     assert sorted(down(service_dir)) == ["prism", "worker-1", "worker-2"]
     assert not any(s.running for s in status(service_dir))
+    drop_keyspace(settings)
