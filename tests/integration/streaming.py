@@ -66,13 +66,14 @@ def stored_outcomes(store: Store) -> dict[str, tuple]:
 
 
 def count_rows(store: Store, table: str = "transactions") -> int:
-    """The table's row count; -1 while Cassandra cannot answer (a node restarting)."""
-    from cassandra import OperationTimedOut, ReadTimeout, Unavailable
+    """The table's row count; -1 while Cassandra cannot answer (a node restarting: a
+    range read there can also fail on the server, ReadFailure, until it has settled)."""
+    from cassandra import OperationTimedOut, ReadFailure, ReadTimeout, Unavailable
     from cassandra.cluster import NoHostAvailable
 
     try:
         return store.execute(f"SELECT count(*) FROM {table}").one()[0]
-    except (NoHostAvailable, OperationTimedOut, ReadTimeout, Unavailable):
+    except (NoHostAvailable, OperationTimedOut, ReadFailure, ReadTimeout, Unavailable):
         return -1
 
 
