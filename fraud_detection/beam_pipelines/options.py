@@ -73,7 +73,7 @@ class RunnerServiceOptions(PipelineOptions):
                             help="which of the runner service's worker pools (default 1)")
 
 
-def _on_runner_service(options: PipelineOptions) -> None:
+def _fill_runner_service(options: PipelineOptions) -> None:
     """Fills in what `--runner_service` stands for: the options a cluster's job server
     and its worker pool sidecars take."""
     from fraud_detection import stack
@@ -99,8 +99,8 @@ def _on_runner_service(options: PipelineOptions) -> None:
 
 def with_local_runner(options: PipelineOptions) -> PipelineOptions:
     standard = options.view_as(StandardOptions)
-    if options.view_as(RunnerServiceOptions).runner_service is not None:
-        _on_runner_service(options)
+    if on_runner_service(options):
+        _fill_runner_service(options)
     if not standard.runner:
         standard.runner = LOCAL_RUNNER
     prism = options.view_as(PrismRunnerOptions)
@@ -110,7 +110,7 @@ def with_local_runner(options: PipelineOptions) -> PipelineOptions:
 
         standard.runner = "PrismRunner"
         prism.prism_location = str(prism_binary())
-    if standard.runner == "PrismRunner" or _on_prism_service(options):
+    if standard.runner == "PrismRunner" or on_runner_service(options):
         debug = options.view_as(DebugOptions)
         if PRISM_NO_SPLIT not in (debug.experiments or []):
             debug.add_experiment(PRISM_NO_SPLIT)
@@ -120,7 +120,8 @@ def with_local_runner(options: PipelineOptions) -> PipelineOptions:
     return options
 
 
-def _on_prism_service(options: PipelineOptions) -> bool:
+def on_runner_service(options: PipelineOptions) -> bool:
+    """Whether --runner_service was given (with or without a stack folder)."""
     return options.view_as(RunnerServiceOptions).runner_service is not None
 
 
@@ -135,7 +136,7 @@ def for_workers(path: str) -> str:
 def runs_here(options: PipelineOptions) -> bool:
     """Whether the pipeline's workers run on this machine (a local runner, or the stack's
     runner service)."""
-    if _on_prism_service(options):
+    if on_runner_service(options):
         return True
     runner = options.view_as(StandardOptions).runner or LOCAL_RUNNER
     name = runner if isinstance(runner, str) else type(runner).__name__

@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from fraud_detection.beam_pipelines.options import (
     DetectOptions,
     DetectSummary,
-    RunnerServiceOptions,
+    on_runner_service,
     with_local_runner,
 )
 from fraud_detection.config import Settings
@@ -117,7 +117,7 @@ def run(argv: list[str], settings: Settings) -> DetectSummary | None:
     options = with_local_runner(options)
     opts = options.view_as(StreamOptions)
     detect = options.view_as(DetectOptions)
-    if opts.detach and options.view_as(RunnerServiceOptions).runner_service is None:
+    if opts.detach and not on_runner_service(options):
         raise UsageError("--detach needs --runner_service: a local runner ends with this "
                          "process")
     options.view_as(StandardOptions).streaming = not opts.bounded
