@@ -89,7 +89,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000,5000000",
                         help="comma-separated transaction counts for DirectRunner")
-    parser.add_argument("--flink-rows", type=int, default=1_000_000)
+    parser.add_argument("--flink-rows", type=int, default=1_000_000,
+                        help="rows for FlinkRunner [local] (0: none)")
     parser.add_argument("--service-rows", type=int, default=1_000_000,
                         help="rows for the runner service's rows (0: none)")
     parser.add_argument("--cassandra-port", type=int, default=9042)
@@ -100,7 +101,7 @@ def main() -> None:
     results: list[tuple[str, int, DetectSummary | str]] = []
     scratch = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     try:
-        for size in sorted({*sizes, args.flink_rows}):
+        for size in sorted({*sizes, *([args.flink_rows] if args.flink_rows else [])}):
             world = scratch / f"world-{size}"
             generate(WorldConfig(days=30, seed=11, rows=size), world, progress=False)
             if size in sizes:

@@ -58,23 +58,48 @@ def expected_outcomes(root: Path, threshold: float) -> dict[str, tuple]:
                                     "late"]).to_pylist()}
 
 
-def stored_outcomes(store: Store) -> dict[str, tuple]:
-    rows = store.execute("SELECT transaction_id, score, flagged, reasons, late "
-                         "FROM transactions", fetch_size=5000)
-    return {r.transaction_id: (r.score, r.flagged, list(r.reasons or []), r.late)
-            for r in rows}
-
-
-def count_rows(store: Store, table: str = "transactions") -> int:
-    """The table's row count; -1 while Cassandra cannot answer (a node restarting: a
-    range read there can also fail on the server, ReadFailure, until it has settled)."""
+def _not_answering_yet() -> tuple[type[Exception], ...]:
+    """What a node still settling after a restart answers a range read with: besides
+    timeouts, a ReadFailure when its own read monitor aborts a slow read."""
     from cassandra import OperationTimedOut, ReadFailure, ReadTimeout, Unavailable
     from cassandra.cluster import NoHostAvailable
 
+    return NoHostAvailable, OperationTimedOut, ReadFailure, ReadTimeout, Unavailable
+
+
+def stored_outcomes(store: Store, attempts: int = 10) -> dict[str, tuple]:
+    """Every stored outcome, read in small pages and read again from the start while the
+    node is not answering yet."""
+    for attempt in range(attempts):
+        try:
+            rows = store.execute("SELECT transaction_id, score, flagged, reasons, late "
+                                 "FROM transactions", fetch_size=500)
+            return {r.transaction_id: (r.score, r.flagged, list(r.reasons or []), r.late)
+                    for r in rows}
+        except _not_answering_yet():
+            if attempt == attempts - 1:
+                raise
+            time.sleep(5)
+    raise AssertionError("unreachable")
+
+
+def count_rows(store: Store, table: str = "transactions") -> int:
+    """The table's row count; -1 while Cassandra cannot answer (a node restarting)."""
     try:
         return store.execute(f"SELECT count(*) FROM {table}").one()[0]
-    except (NoHostAvailable, OperationTimedOut, ReadFailure, ReadTimeout, Unavailable):
+    except _not_answering_yet():
         return -1
+
+
+def settled_count(store: Store, quiet_seconds: int = 5) -> int:
+    """The row count once it has not changed for `quiet_seconds` in a row."""
+    last, same = count_rows(store), 0
+    while same < quiet_seconds:
+        time.sleep(1)
+        now = count_rows(store)
+        same = same + 1 if now == last and now >= 0 else 0
+        last = now
+    return last
 
 
 def wait_for_rows(store: Store, wanted: int, timeout: float, process=None,
