@@ -72,6 +72,9 @@ ACCOUNT_FEATURES = (
     "count_30d", "amount_30d",  # the account's transactions before this one
     "amount_zscore",  # robust: (amount - median) / (1.4826 * MAD); 0 without history
     "amount_to_median",  # amount / median of recent amounts; 1 without history
+    # The same against the account's recent amounts of this transaction's type only: a
+    # payment five times the usual payment stands out, though transfers are larger.
+    "type_amount_zscore", "type_amount_to_median",
     "seconds_since_last",  # -1 for the account's first transaction, 0 for a late one
     "new_counterparty", "balance_mismatch",
     "night",  # 00:00-05:59 UTC
@@ -235,12 +238,15 @@ class AccountState:
     counts: np.ndarray  # int64
     amounts: np.ndarray  # int64
     recent: np.ndarray  # int64, oldest first
+    recent_types: np.ndarray  # int64: each recent amount's index in TX_TYPES
     counterparties: list[str]
     benford_windows: np.ndarray  # int64 (2,), -1 for none
     benford_counts: np.ndarray  # int64 (2, 9): first digits 1..9
 
 
-ACCOUNT_STATE_VERSION = 1
+ACCOUNT_STATE_VERSION = 2  # 2: each recent amount carries its transaction type
+# Recent amounts are stored as amount * TYPE_SLOTS + type code, in the same 8 bytes.
+TYPE_SLOTS = 8
 _ACCOUNT_HEADER = struct.Struct("<BqHHH2q")
 
 
@@ -252,7 +258,8 @@ def encode_account(state: AccountState) -> bytes:
 
     return _encode_accounts(
         [""], np.array([state.last_micros]), zeros(state.hours), state.hours, state.counts,
-        state.amounts, zeros(state.recent), state.recent, zeros(state.counterparties),
+        state.amounts, zeros(state.recent), state.recent * TYPE_SLOTS + state.recent_types,
+        zeros(state.counterparties),
         pa.array(state.counterparties, type=pa.string()), state.benford_windows[None],
         state.benford_counts[None])[""]
 
@@ -260,7 +267,8 @@ def encode_account(state: AccountState) -> bytes:
 def decode_account(blob: bytes) -> AccountState:
     prior = _Prior.of([""], {"": blob})
     return AccountState(int(prior.last[0]), prior.bucket_hour, prior.bucket_count,
-                        prior.bucket_amount, prior.recent, prior.counterparties.tolist(),
+                        prior.bucket_amount, prior.recent // TYPE_SLOTS,
+                        prior.recent % TYPE_SLOTS, prior.counterparties.tolist(),
                         prior.benford_windows[0], prior.benford_counts[0])
 
 
@@ -308,7 +316,7 @@ class _Prior:
     bucket_count: np.ndarray
     bucket_amount: np.ndarray
     recent_code: np.ndarray
-    recent: np.ndarray
+    recent: np.ndarray  # amount * TYPE_SLOTS + type code
     counterparty_code: np.ndarray
     counterparties: np.ndarray
     benford_windows: np.ndarray  # (accounts, 2)
@@ -459,10 +467,20 @@ def account_step(batch: pa.Table, states: Mapping[str, bytes] | None = None,
     sequence_code = np.repeat(np.arange(len(ids)), recent_lengths + batch_lengths)
     in_account = index - starts
     rows = offsets[code] + recent_lengths[code] + in_account
-    sequence[rows] = amount
-    position = recent_lengths[code] + in_account
-    out["amount_zscore"], out["amount_to_median"] = _robust_zscores(
-        sequence, rows, np.minimum(position, RECENT_AMOUNTS))
+    sequence[rows] = amount * TYPE_SLOTS + _type_codes(table)
+    amounts, types = sequence // TYPE_SLOTS, sequence % TYPE_SLOTS
+    history = np.minimum(recent_lengths[code] + in_account, RECENT_AMOUNTS)
+    out["amount_zscore"], out["amount_to_median"] = _robust_zscores(amounts, rows, history)
+    # Against the amounts of the row's type among those same recent ones (what a state
+    # holds): the sequence regrouped by (account, type), each group still in time order.
+    group = sequence_code * TYPE_SLOTS + types
+    by_type = np.argsort(group, kind="stable")
+    at = np.empty_like(by_type)
+    at[by_type] = np.arange(len(by_type))
+    typed_key = group[by_type] * (len(sequence) + 1) + by_type
+    oldest = np.searchsorted(typed_key, group[rows] * (len(sequence) + 1) + rows - history)
+    out["type_amount_zscore"], out["type_amount_to_median"] = _robust_zscores(
+        amounts[by_type], at[rows], at[rows] - oldest)
 
     # The latest event before: the previous row, or the state's latest for the first.
     late = prior.known[code] & (t < prior.last[code])
@@ -490,6 +508,12 @@ def account_step(batch: pa.Table, states: Mapping[str, bytes] | None = None,
     new_states = _account_states(ids, code, t, hour, amount, counterparty, window, prior,
                                  sequence, sequence_code) if keep_state else {}
     return featured, new_states
+
+
+def _type_codes(table: pa.Table) -> np.ndarray:
+    """Each row's index in TX_TYPES (len(TX_TYPES) for any other type)."""
+    codes = pc.index_in(table["tx_type"], pa.array(TX_TYPES, type=pa.string()))
+    return pc.fill_null(codes, len(TX_TYPES)).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _new_counterparties(code: np.ndarray, counterparty: np.ndarray, starts: np.ndarray,

@@ -4,13 +4,14 @@ the same history one transaction at a time with the state carried (streaming).""
 import datetime as dt
 import itertools
 import random
+import statistics
 from collections import OrderedDict
 
 import apache_beam as beam
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fraud_detection.records import Transaction
+from fraud_detection.records import TX_TYPES, Transaction
 from fraud_detection.transforms import kernel
 from fraud_detection.transforms.detect import DetectFraud
 from fraud_detection.transforms.kernel import (
@@ -93,6 +94,31 @@ def test_amount_against_usual_amounts():
     assert spike["amount_zscore"] == round((8000 - 1020) / (1.4826 * 10), 6)
 
 
+def test_amount_against_usual_amounts_of_its_type():
+    # Payments about 10.00 among transfers about 250.00: a payment of 80.00 is within the
+    # account's amounts, and eight times its usual payment.
+    history = [tx(i, i * 60, 1000 + (i % 5) * 10) if i % 2 else
+               tx(i, i * 60, 25_000 + i, tx_type="TRANSFER") for i in range(30)]
+    rows = observe([*history, tx(30, 30 * 60, 8000)])
+    spike = rows[-1]
+    median = statistics.median(t.amount_cents for t in history if t.tx_type == "PAYMENT")
+    assert spike["type_amount_to_median"] == round(8000 / median, 6)
+    assert spike["type_amount_zscore"] > 10 > spike["amount_zscore"]
+    first_transfer = rows[0]  # no history of its type: neutral
+    assert (first_transfer["type_amount_zscore"], first_transfer["type_amount_to_median"]) \
+        == (0.0, 1.0)
+
+
+def test_type_baselines_past_the_recent_window_agree_whole_and_streamed():
+    # 600 rows of mixed types: each row's type baseline is its type's amounts among the
+    # last RECENT_AMOUNTS, whether the history comes at once or a row at a time.
+    types = ("PAYMENT", "PAYMENT", "TRANSFER", "PAYMENT", "CASH_OUT")
+    history = [tx(i, i * 60, 1000 + (i * 37) % 900, tx_type=types[i % 5] if i < 400
+                  else "PAYMENT") for i in range(600)]
+    rows = observe(history)  # asserts whole == one at a time
+    assert len({r["type_amount_zscore"] for r in rows}) > 100
+
+
 def test_balance_mismatch_night_weekend():
     rows = observe([
         tx(0, 0, 100, before=1000, after=900),
@@ -116,6 +142,7 @@ def test_state_stays_bounded():
     assert state.counterparties == [f"m-{i}" for i in range(4_000, 5_000)]
     assert len(state.counterparties) == MAX_COUNTERPARTIES
     assert state.recent.tolist() == [1000 + i for i in range(4_800, 5_000)]
+    assert set(state.recent_types.tolist()) == {TX_TYPES.index("PAYMENT")}
     assert len(state.recent) == RECENT_AMOUNTS
     assert len(blob) <= kernel.MAX_ACCOUNT_BYTES
 

@@ -137,11 +137,13 @@ def test_a_state_decoded_then_encoded_keeps_every_field() -> None:
     state = kernel.AccountState(
         last_micros=1_700_000_000_000_000, hours=np.array([472_000, 472_005]),
         counts=np.array([1, 3]), amounts=np.array([10, 2**40]),
-        recent=np.array([5, 7, 2**40]), counterparties=["m-1", "", "é-x"],
+        recent=np.array([5, 7, 2**40]), recent_types=np.array([0, 4, 1]),
+        counterparties=["m-1", "", "é-x"],
         benford_windows=np.array([655, -1]), benford_counts=np.arange(18).reshape(2, 9))
     back = kernel.decode_account(kernel.encode_account(state))
     assert back.last_micros == state.last_micros
-    for name in ("hours", "counts", "amounts", "recent", "benford_windows", "benford_counts"):
+    for name in ("hours", "counts", "amounts", "recent", "recent_types", "benford_windows",
+                 "benford_counts"):
         assert getattr(back, name).tolist() == getattr(state, name).tolist(), name
     assert back.counterparties == state.counterparties
     cp = kernel.CounterpartyState(1_700_000_000_000_000, np.array([19_700, 19_702]),
