@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from fraud_detection.beam_pipelines import batch
@@ -74,9 +74,8 @@ def service_runs(scratch: Path, rows: int, settings) -> list[tuple[str, int, Det
                 for i, world in enumerate(halves, start=1)]
         both = [job.result() for job in jobs]
     seconds = time.monotonic() - started
-    summary = replace(both[0], **{name: getattr(both[0], name) + getattr(both[1], name)
-                                  for name in ("read", "scored", "flagged", "dead_lettered",
-                                               "rows_written", "rows_failed")},
+    summary = replace(both[0], **{f.name: getattr(both[0], f.name) + getattr(both[1], f.name)
+                                  for f in fields(DetectSummary) if f.name != "seconds"},
                       seconds=seconds)
     results.append(("runner service, 2 jobs in 2 pools", rows, summary))
     print(f"runner service, 2 jobs: {summary}", flush=True)

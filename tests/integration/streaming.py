@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fraud_detection.config import Settings
 from fraud_detection.io.parquet import read_transactions
-from fraud_detection.store.keyspace import Store
+from fraud_detection.store.keyspace import Store, waiting
 from fraud_detection.transforms import kernel
 from fraud_detection.transforms.rules import load_rules
 
@@ -67,20 +67,16 @@ def _not_answering_yet() -> tuple[type[Exception], ...]:
     return NoHostAvailable, OperationTimedOut, ReadFailure, ReadTimeout, Unavailable
 
 
-def stored_outcomes(store: Store, attempts: int = 10) -> dict[str, tuple]:
-    """Every stored outcome, read in small pages and read again from the start while the
-    node is not answering yet."""
-    for attempt in range(attempts):
-        try:
-            rows = store.execute("SELECT transaction_id, score, flagged, reasons, late "
-                                 "FROM transactions", fetch_size=500)
-            return {r.transaction_id: (r.score, r.flagged, list(r.reasons or []), r.late)
-                    for r in rows}
-        except _not_answering_yet():
-            if attempt == attempts - 1:
-                raise
-            time.sleep(5)
-    raise AssertionError("unreachable")
+def stored_outcomes(store: Store) -> dict[str, tuple]:
+    """Every stored outcome, read in small pages, and read again from the start while
+    the node is not answering yet."""
+    def read() -> dict[str, tuple]:
+        rows = store.execute("SELECT transaction_id, score, flagged, reasons, late "
+                             "FROM transactions", fetch_size=500)
+        return {r.transaction_id: (r.score, r.flagged, list(r.reasons or []), r.late)
+                for r in rows}
+
+    return waiting(read, _not_answering_yet(), attempts=10)
 
 
 def count_rows(store: Store, table: str = "transactions") -> int:
