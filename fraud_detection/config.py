@@ -236,14 +236,23 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return {k: _coerce(k, v, str(path)) for k, v in _flatten(data, str(path)).items()}
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("settings")
+def add_settings_arguments(parser: argparse.ArgumentParser, listed: bool = True) -> None:
+    """--config and a --name flag per setting, in one "settings" group; listed=False
+    keeps the flags but leaves them out of --help (`config --help` lists them). A secret
+    has no flag: command lines end up in shell histories and process lists."""
+    group = parser.add_argument_group(
+        "settings", None if listed else
+        "every setting can also be given as --name VALUE: `fraud-detection config --help` "
+        "lists them")
     group.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                        help=f"YAML settings file (default: ${ENV_PREFIX}CONFIG or "
                             f"./{DEFAULT_CONFIG_FILE} if present)")
     for name, f in _FIELDS.items():
+        if f.metadata.get("secret"):
+            continue
         group.add_argument(_flag(name), dest=f"setting_{name}", metavar="VALUE",
-                           default=argparse.SUPPRESS, help=f.metadata["help"])
+                           default=argparse.SUPPRESS,
+                           help=f.metadata["help"] if listed else argparse.SUPPRESS)
 
 
 def load_settings(args: argparse.Namespace | Mapping[str, str] | None = None,

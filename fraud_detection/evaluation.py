@@ -10,6 +10,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -294,7 +295,7 @@ def evaluate_table(table: pa.Table, train_days: int, delay_days: int, test_days:
                    windows: Windows = Windows(), saved: tuple[Any, str] | None = None,
                    exclude_known_frauds: bool = False, select: bool = False,
                    ) -> EvaluationReport:
-    """Trains on the train days of a feature table (see beam_pipelines/features.py) and
+    """Trains on the train days of a feature table (see beam_pipelines/feature_table.py) and
     scores the test days with every system. Every earlier day fed the features.
 
     saved: (model, version) from `train`, scored instead of models trained here.
@@ -407,3 +408,23 @@ def rules_ablation(transactions: pa.Table, rules: list, train_days: int, delay_d
                                         *(f"{r.budget_recall.get(x, 0):.0%}"
                                           for x in scenarios)]) + " |")
     return "\n".join(lines)
+
+
+def ablate_rules(pattern: str, values: dict, train_days: int, delay_days: int,
+                 test_days: int, threshold: float, k: int, windows: Windows,
+                 progress=lambda line: None) -> str:
+    """rules_ablation over a Parquet input, with the feature options in values (the
+    features pipeline's, defaults included)."""
+    from fraud_detection.beam_pipelines.feature_table import feature_options
+    from fraud_detection.io.parquet import read_valid_transactions
+    from fraud_detection.transforms.rules import load_rules
+
+    options = feature_options(values)
+    check_input(pattern, train_days, delay_days, test_days, windows)
+    transactions, invalid = read_valid_transactions(pattern)
+    if invalid:
+        progress(f"{invalid} invalid rows left out")
+    return rules_ablation(transactions, load_rules(Path(options.rules_source())), train_days,
+                          delay_days, test_days, threshold, k, windows=windows,
+                          label_delay_days=options.label_delay_days,
+                          counterparty_window_days=options.counterparty_window_days)

@@ -213,6 +213,34 @@ def select(features: np.ndarray, labels: np.ndarray, days: np.ndarray, delay_day
     return grid[best], results
 
 
+def train_on_table(table, folder: Path, since: dt.date | None = None,
+                   until: dt.date | None = None, select_model: bool = False,
+                   delay_days: int = 7, settings: FeatureSettings | None = None,
+                   ) -> tuple[ModelInfo, Candidate, list[dict[str, Any]] | None]:
+    """Trains on a feature table's days from since to until (earlier days only warmed
+    the features up), choosing the family by prequential validation if asked, and saves
+    the model in folder."""
+    from fraud_detection.records import LEGIT
+
+    days = np.array([t.date() for t in table["event_time"].to_pylist()])
+    keep = np.ones(len(days), dtype=bool)
+    if since:
+        keep &= days >= since
+    if until:
+        keep &= days <= until
+    table = table.filter(keep)
+    vectors = np.column_stack([table[name].to_numpy() for name in MODEL_FEATURES])
+    fraud = np.array([(label or LEGIT) != LEGIT for label in table["label"].to_pylist()],
+                     dtype=int)
+    chosen, grid = DEFAULT, None
+    if select_model:
+        chosen, grid = select(vectors, fraud, days[keep], delay_days)
+    trained = train(vectors, fraud, candidate=chosen)
+    info = save(trained, folder, len(fraud), int(fraud.sum()), candidate=chosen, grid=grid,
+                settings=settings)
+    return info, chosen, grid
+
+
 def save(model: Any, folder: Path, train_rows: int, train_frauds: int,
          metrics: dict[str, float] | None = None, candidate: Candidate = DEFAULT,
          grid: list[dict[str, Any]] | None = None,

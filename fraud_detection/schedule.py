@@ -13,6 +13,15 @@ from fraud_detection.errors import UsageError
 TAG = "# fraud-detection nightly backfill"
 
 
+def time_of_day(text: str) -> tuple[int, int]:
+    """HH:MM -> (hour, minute); cron_line checks the range."""
+    try:
+        hour, minute = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise UsageError(f"--at: expected HH:MM, got {text!r}") from None
+    return hour, minute
+
+
 def cron_line(hour: int, minute: int, dataset: Path, log: Path,
               workdir: Path | None = None) -> str:
     if not (0 <= hour < 24 and 0 <= minute < 60):
@@ -53,8 +62,11 @@ def _write(lines: list[str]) -> None:
         raise UsageError(f"crontab refused the entry: {result.stderr.strip()[:200]}")
 
 
-def install(line: str) -> None:
-    """Adds the entry, replacing an earlier one of ours; other entries are kept."""
+def install(line: str, log: Path | None = None) -> None:
+    """Adds the entry, replacing an earlier one of ours; other entries are kept. log: the
+    folder cron's runs write to is made now."""
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
     _write([entry for entry in current_entries() if TAG not in entry] + [line])
 
 

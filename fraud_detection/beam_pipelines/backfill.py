@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -64,7 +65,8 @@ def _people_of(files: list[Path]) -> tuple[set[str], set[str]]:
     return banks, users
 
 
-def run_day(root: Path, day: dt.date, settings: Settings, beam_args: list[str]) -> DayResult:
+def run_day(root: Path, day: dt.date, settings: Settings, beam_args: list[str],
+            values: Mapping[str, Any] | None = None) -> DayResult:
     started = time.monotonic()
     files = day_files(root, day)
     if not files:
@@ -88,7 +90,7 @@ def run_day(root: Path, day: dt.date, settings: Settings, beam_args: list[str]) 
         except UnreadableFileError as exc:
             # Without that day's history the day would not score as the full run does.
             raise UnreadableFileError(f"look-back: {exc}") from None
-        summary = batch.run(["--input", pattern, *beam_args], settings,
+        summary = batch.run(beam_args, settings, {**(values or {}), "input": pattern},
                             lookback=[str(f) for f in history], days=(day, day),
                             entities=False)
     except Exception as exc:  # one day's failure must not stop the others
@@ -100,11 +102,13 @@ def run_day(root: Path, day: dt.date, settings: Settings, beam_args: list[str]) 
 
 
 def run(root: Path, first: dt.date, last: dt.date, settings: Settings, beam_args: list[str],
+        values: Mapping[str, Any] | None = None,
         progress: Callable[[DayResult], None] = lambda result: None) -> list[DayResult]:
+    """values: the batch pipeline's options as typed values, for every day."""
     results = []
     day = first
     while day <= last:
-        result = run_day(root, day, settings, beam_args)
+        result = run_day(root, day, settings, beam_args, values)
         progress(result)
         results.append(result)
         day += dt.timedelta(days=1)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -45,17 +46,19 @@ from fraud_detection.transforms.parse import (
 from fraud_detection.transforms.rules import load_rules
 
 
-def run(argv: list[str], settings: Settings, lookback: Sequence[str] = (),
-        days: tuple[dt.date, dt.date] | None = None, entities: bool = True) -> DetectSummary:
-    """lookback: Parquet files read only to seed detection's history; days: write only
-    the transactions of these event days; entities: also write the dataset's entities
-    (a backfill re-scores transactions only)."""
-    options = with_local_runner(PipelineOptions(argv))
+def run(argv: list[str], settings: Settings, values: Mapping[str, Any] | None = None,
+        lookback: Sequence[str] = (), days: tuple[dt.date, dt.date] | None = None,
+        entities: bool = True) -> DetectSummary:
+    """values: options as typed values (PipelineOptions keywords), over argv's;
+    lookback: Parquet files read only to seed detection's history; days: write only the
+    transactions of these event days; entities: also write the dataset's entities (a
+    backfill re-scores transactions only)."""
+    options = with_local_runner(PipelineOptions(argv, **(values or {})))
     detect = options.view_as(DetectOptions)
     source = options.view_as(InputOptions).input
     pattern = input_pattern(source)
-    rules = load_rules(Path(detect.rules))
-    model_dir = Path(detect.model_dir) if detect.model_dir else None
+    rules = load_rules(Path(detect.rules_source()))
+    model_dir = detect.checked_model_dir()
     shards = detect.checked_shards()
     root = dataset_root(source) if entities else None
     entity_globs = {kind: entity_pattern(root, kind) for kind in ENTITY_KINDS} if root else {}

@@ -25,6 +25,9 @@ _LOCAL_RUNNERS = ("fnapi", "prism", "direct", "switchingdirect", "bundlebaseddir
                   "testdirect")
 
 
+STORED_RULES = "table"  # --rules: the rules table, not a file
+
+
 class DetectOptions(PipelineOptions):
     """--rules, --model_dir and --shards, shared by every pipeline that detects. Defined
     once: Beam parses every options class together and refuses two differing definitions."""
@@ -34,14 +37,36 @@ class DetectOptions(PipelineOptions):
         from fraud_detection.transforms.detect import DEFAULT_SHARDS
         from fraud_detection.transforms.rules import DEFAULT_RULES_FILE
 
-        parser.add_argument("--rules", default=str(DEFAULT_RULES_FILE),
-                            help="rules YAML; `stream` also takes 'table': the rules "
-                                 "table, re-read while it runs")
+        # No default here: each pipeline has its own (rules_source).
+        parser.add_argument("--rules",
+                            help="rules YAML, or 'table' for `stream`: the rules table, "
+                                 "re-read while it runs (default: the rules table for "
+                                 "stream, the built-in "
+                                 f"{DEFAULT_RULES_FILE.name} for the others)")
         parser.add_argument("--model_dir", help="a model folder written by `train`; "
                                                 "without it detection runs on rules alone")
         parser.add_argument("--shards", type=int, default=DEFAULT_SHARDS,
                             help="groups of accounts (and of counterparties) run through "
                                  "the kernel together; a few per worker")
+
+    def rules_source(self, streaming: bool = False) -> str:
+        """--rules, or its default: the rules table when streaming, else the built-in
+        file."""
+        from fraud_detection.transforms.rules import DEFAULT_RULES_FILE
+
+        return self.rules or (STORED_RULES if streaming else str(DEFAULT_RULES_FILE))
+
+    def checked_model_dir(self):
+        """--model_dir as a Path (None without one); one line if it is no folder."""
+        from pathlib import Path
+
+        from fraud_detection.errors import UsageError
+
+        if not self.model_dir:
+            return None
+        if "://" not in self.model_dir and not Path(self.model_dir).is_dir():
+            raise UsageError(f"--model-dir: no such folder: {self.model_dir}")
+        return Path(self.model_dir)
 
     def checked_shards(self) -> int:
         from fraud_detection.errors import UsageError
@@ -58,7 +83,8 @@ class InputOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         parser.add_argument(
-            "--input", help="Parquet file glob, or a dataset folder (its transactions/ are read)")
+            "--input", help="Parquet file glob, or a dataset folder (its transactions/ are "
+                            "read); the commands default to the data_dir setting")
 
 
 class RunnerServiceOptions(PipelineOptions):

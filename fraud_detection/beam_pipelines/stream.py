@@ -10,6 +10,7 @@ rebuilds every account's history, so the rows it rewrites are the same rows.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from fraud_detection.beam_pipelines.options import (
+    STORED_RULES,
     DetectOptions,
     DetectSummary,
     on_runner_service,
@@ -91,7 +93,8 @@ def dead_letter_message(letter: DeadLetter) -> tuple[str | None, dict[str, Any]]
 
 
 def _rules(opts: StreamOptions, detect: DetectOptions, settings: Settings):
-    if detect.rules == "table":
+    source = detect.rules_source(streaming=True)
+    if source == STORED_RULES:
         from fraud_detection.store.keyspace import connect
         from fraud_detection.store.rules import StoredRules, stored_rules
 
@@ -103,15 +106,17 @@ def _rules(opts: StreamOptions, detect: DetectOptions, settings: Settings):
         finally:
             store.close()
         return StoredRules(settings, opts.rules_refresh_seconds)
-    path = Path(detect.rules)
+    path = Path(source)
     if not path.is_file():
         raise UsageError(f"--rules: no such file: {path}")
     return load_rules(path)
 
 
-def run(argv: list[str], settings: Settings) -> DetectSummary | None:
-    """Runs until the pipeline ends (or, with --detach, returns None once submitted)."""
-    options = PipelineOptions(argv)
+def run(argv: list[str], settings: Settings,
+        values: Mapping[str, Any] | None = None) -> DetectSummary | None:
+    """Runs until the pipeline ends (or, with --detach, returns None once submitted).
+    values: options as typed values (PipelineOptions keywords), over argv's."""
+    options = PipelineOptions(argv, **(values or {}))
     if not options.view_as(StandardOptions).runner:
         options.view_as(StandardOptions).runner = "PrismRunner"  # the local streaming one
     options = with_local_runner(options)
@@ -125,7 +130,7 @@ def run(argv: list[str], settings: Settings) -> DetectSummary | None:
     shards = detect.checked_shards()
     if opts.cell_ms < 1:
         raise UsageError(f"--cell_ms must be at least 1, got {opts.cell_ms}")
-    model_dir = Path(detect.model_dir) if detect.model_dir else None
+    model_dir = detect.checked_model_dir()
     ensure_topics(settings, {settings.topic_transactions: TRANSACTION_PARTITIONS,
                              settings.topic_labels: 1, settings.topic_alerts: 1,
                              settings.topic_dead_letters: 1})

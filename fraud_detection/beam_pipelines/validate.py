@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -57,8 +59,10 @@ def input_pattern(value: str | None) -> str:
     return pattern
 
 
-def run(argv: list[str] | None = None) -> ValidateSummary:
-    options = with_local_runner(PipelineOptions(argv))
+def run(argv: list[str] | None = None,
+        values: Mapping[str, Any] | None = None) -> ValidateSummary:
+    """values: options as typed values (PipelineOptions keywords), over argv's."""
+    options = with_local_runner(PipelineOptions(argv, **(values or {})))
     opts = options.view_as(ValidateOptions)
     pattern = input_pattern(options.view_as(InputOptions).input)
     started = time.monotonic()

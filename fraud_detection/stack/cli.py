@@ -6,23 +6,33 @@ import argparse
 import sys
 import time
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 
 from fraud_detection import stack
 from fraud_detection.errors import OneLineErrorParser as _Parser
+from fraud_detection.errors import UsageError
 from fraud_detection.stack import SERVICES, Ports, StackError
 
+DESCRIPTION = ("Local Kafka, Cassandra and Redis on 127.0.0.1, and optionally a runner "
+               "service (Prism and worker pools).")
 
-def _parser() -> argparse.ArgumentParser:
+
+def add_commands(parser: argparse.ArgumentParser,
+                 parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+    """up, down, status, runners and logs as parser's subcommands (dest stack_command)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state-dir", type=Path, default=None,
                         help="where data, logs and pid files live "
                              f"(default {stack.default_state_dir()})")
-    parser = _Parser(prog="fraud-detection stack",
-                     description="Local Kafka, Cassandra and Redis on 127.0.0.1, and "
-                                 "optionally a runner service (Prism and worker pools).")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    up = commands.add_parser("up", parents=[common], help="start what is not running")
+    commands = parser.add_subparsers(dest="stack_command", required=True, metavar="ACTION",
+                                     parser_class=_Parser)
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common, *parents], help=help_text,
+                                   description=help_text)
+
+    up = action("up", "start what is not running")
     up.add_argument("--services", nargs="+", choices=SERVICES, default=list(SERVICES))
     up.add_argument("--cassandra-nodes", type=int, default=1, choices=range(1, 10),
                     metavar="N", help="Cassandra nodes on 127.0.0.1..N (default 1)")
@@ -33,18 +43,33 @@ def _parser() -> argparse.ArgumentParser:
                          "run with `-- --runner_service`")
     up.add_argument("--workers", type=int, default=None, choices=range(1, 9), metavar="N",
                     help="worker pools of the runner service (default 1)")
-    commands.add_parser("down", parents=[common], help="stop every process the stack started")
-    commands.add_parser("status", parents=[common], help="one line per process")
-    runners = commands.add_parser("runners", parents=[common],
-                                  help="build Prism and stage the Flink job server")
+    action("down", "stop every process the stack started")
+    action("status", "one line per process, and the runner service's jobs")
+    runners = action("runners", "build Prism and stage the Flink job server")
     runners.add_argument("--only", choices=("prism", "flink"), default=None)
     runners.add_argument("--flink-job-server-jar", type=Path, default=None, metavar="PATH",
                          help="a beam-runners-flink-1.20-job-server jar you supply, staged "
                               "instead of fetched from Maven Central")
-    logs = commands.add_parser("logs", parents=[common], help="the end of a service's log")
+    logs = action("logs", "the end of a service's log")
     logs.add_argument("service", help="kafka, redis, cassandra[-N], prism or worker-N")
     logs.add_argument("-n", "--lines", type=int, default=40)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fraud-detection stack", description=DESCRIPTION)
+    add_commands(parser)
     return parser
+
+
+def ports_from_settings(kafka_bootstrap: str, cassandra_port: int, redis_port: int) -> Ports:
+    """The stack's ports where the project's settings expect the services."""
+    first = kafka_bootstrap.split(",")[0]
+    try:
+        kafka_port = int(first.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        raise UsageError(f"kafka_bootstrap: expected host:port, got {first!r}") from None
+    return Ports(kafka=kafka_port, kafka_controller=kafka_port + 1,
+                 cassandra_native=cassandra_port, redis=redis_port)
 
 
 def _prepare_runners(only: str | None) -> None:
@@ -69,9 +94,14 @@ def main(argv: list[str] | None = None, *, ports: Ports | None = None,
         args = _parser().parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    return run(args, ports, state_dir)
+
+
+def run(args: argparse.Namespace, ports: Ports | None, state_dir: Path | None) -> int:
+    """One parsed stack action."""
     state = args.state_dir or state_dir
     try:
-        if args.command == "up":
+        if args.stack_command == "up":
             began = time.monotonic()
             if args.workers and not args.runner_service:
                 raise StackError("--workers needs --runner-service")
@@ -83,10 +113,10 @@ def main(argv: list[str] | None = None, *, ports: Ports | None = None,
                 print(f"cassandra: TLS with {stack.tls_ca_file(info.state_dir)} as the CA; "
                       "user cassandra, password cassandra")
             print(f"stack up in {time.monotonic() - began:.1f} s ({info.state_dir})")
-        elif args.command == "down":
+        elif args.stack_command == "down":
             stopped = stack.down(state)
             print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
-        elif args.command == "status":
+        elif args.stack_command == "status":
             rows = stack.status(state)
             if not rows:
                 print(f"no stack in {state or stack.default_state_dir()}")
@@ -95,7 +125,7 @@ def main(argv: list[str] | None = None, *, ports: Ports | None = None,
                 print(f"{row.name:<12} {row.address:<16} {pid:<12} {row.log}")
             for job in stack.jobs(state):
                 print(f"job {job.job_id:<20} {job.state:<10} {job.name}")
-        elif args.command == "runners":
+        elif args.stack_command == "runners":
             if args.flink_job_server_jar is not None:
                 from fraud_detection.stack import runners
 

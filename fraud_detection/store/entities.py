@@ -55,3 +55,24 @@ def _stored(store: Store, entity: Entity) -> Entity | None:
     find = {Bank: queries.bank, User: queries.user, Account: queries.account,
             Merchant: queries.merchant}[type(entity)]
     return find(store, getattr(entity, _PRIMARY[type(entity)][1]))
+
+
+def add_new_entity(settings, kind: str, fields: dict) -> str:
+    """`add KIND`: the fields checked (a missing time is now), the entity added; its id."""
+    import datetime as dt
+
+    from fraud_detection.records import validate_entity
+    from fraud_detection.store.keyspace import connect
+
+    fields = {name: (dt.datetime.now(dt.UTC).isoformat()
+                     if name.endswith("_at") and value is None else value)
+              for name, value in fields.items()}
+    entity, errors = validate_entity(kind, fields)
+    if entity is None:
+        raise EntityRejected(f"{kind}: {'; '.join(errors)}")
+    store = connect(settings)
+    try:
+        add_entity(store, entity)
+    finally:
+        store.close()
+    return fields[f"{kind}_id"]

@@ -75,3 +75,30 @@ class StoredRules(RulesSource):
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_store": None}
+
+
+def rules_command(settings: Settings, action: str, target: str | None) -> list[str]:
+    """`rules ACTION [TARGET]`: list, load FILE, pause/resume/delete RULE; lines to show.
+    A file is checked whole against the rule schema before connecting: a bad one writes
+    nothing."""
+    from pathlib import Path
+
+    from fraud_detection.store.keyspace import connect
+    from fraud_detection.transforms.rules import load_rules
+
+    loaded = load_rules(Path(target)) if action == "load" else []
+    store = connect(settings)
+    try:
+        if action == "load":
+            save_rules(store, loaded)
+            return [f"loaded {len(loaded)} rules from {target}"]
+        if action in ("pause", "resume"):
+            rule = set_paused(store, target, action == "pause")
+            return [f"rule {rule.rule_id} {'paused' if rule.paused else 'active'}"]
+        if action == "delete":
+            delete_rule(store, target)
+            return [f"rule {target} deleted"]
+        return [f"{r.rule_id:<28} {'paused' if r.paused else 'active':<7} {r.weight:.2f}  "
+                f"{r.description}" for r in stored_rules(store)]
+    finally:
+        store.close()

@@ -2,12 +2,12 @@
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from fraud_detection.beam_pipelines import backfill, batch, features, stream, validate
+from fraud_detection.beam_pipelines import backfill, batch, feature_table, stream, validate
 from fraud_detection.beam_pipelines.options import DetectOptions
 
 
 def test_all_pipeline_options_can_live_in_one_process() -> None:
-    assert backfill and batch and validate and features
+    assert backfill and batch and validate and feature_table
     options = PipelineOptions(["--rules", "table", "--shards", "3", "--bounded",
                                "--features_out", "x", "--cell_ms", "50"])
     values = options.get_all_options()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
@@ -42,21 +44,47 @@ class FeatureOptions(PipelineOptions):
 
 
 @dataclass(frozen=True)
+class FeatureView:
+    """What the features pipeline's options say, defaults filled in."""
+
+    rules: str
+    label_delay_days: int
+    counterparty_window_days: int
+
+    def rules_source(self) -> str:
+        return self.rules
+
+
+def feature_options(values: Mapping[str, Any]) -> FeatureView:
+    """The features pipeline's options from typed values, its defaults filled in."""
+    options = PipelineOptions([], **values)
+    features = options.view_as(FeatureOptions)
+    return FeatureView(options.view_as(DetectOptions).rules_source(),
+                       features.label_delay_days, features.counterparty_window_days)
+
+
+@dataclass(frozen=True)
 class FeatureSummary:
     rows: int
     dead_lettered: int
     prefix: str
     seconds: float
 
+    def __str__(self) -> str:
+        invalid = f" ({self.dead_lettered} invalid rows left out)" if self.dead_lettered else ""
+        return f"features of {self.rows} transactions in {self.seconds:.1f}s{invalid}"
 
-def run(argv: list[str] | None = None) -> FeatureSummary:
-    options = with_local_runner(PipelineOptions(argv))
+
+def run(argv: list[str] | None = None,
+        values: Mapping[str, Any] | None = None) -> FeatureSummary:
+    """values: options as typed values (PipelineOptions keywords), over argv's."""
+    options = with_local_runner(PipelineOptions(argv, **(values or {})))
     opts = options.view_as(FeatureOptions)
     pattern = input_pattern(options.view_as(InputOptions).input)
     if not opts.features_out:
         raise UsageError("--features_out is required")
     detect = options.view_as(DetectOptions)
-    rules = load_rules(Path(detect.rules))
+    rules = load_rules(Path(detect.rules_source()))
     if opts.label_delay_days < 0:
         raise UsageError(f"--label-delay-days must not be negative, got "
                          f"{opts.label_delay_days}")
@@ -111,3 +139,18 @@ def read_feature_table(prefix: str) -> tuple[pa.Table, FeatureSettings | None]:
     table = pa.concat_tables(pq.read_table(f, schema=FEATURE_TABLE_SCHEMA) for f in files)
     return (table.sort_by([("event_time", "ascending"), ("transaction_id", "ascending")]),
             settings)
+
+
+def feature_table(argv: list[str], values: Mapping[str, Any], prefix: str | None = None,
+                  progress: Callable[[FeatureSummary], None] = lambda summary: None,
+                  ) -> tuple[pa.Table, FeatureSettings | None]:
+    """The feature table at prefix if given (what `features` wrote), else computed now
+    from the options' input, into a folder removed after it is read."""
+    import tempfile
+
+    if prefix:
+        return read_feature_table(prefix)
+    with tempfile.TemporaryDirectory(prefix="fraud-features-") as tmp:
+        out = str(Path(tmp) / "features")
+        progress(run(argv, {**values, "features_out": out}))
+        return read_feature_table(out)
