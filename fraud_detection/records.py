@@ -158,8 +158,11 @@ class ScoredTransaction:
     model_version: str = ""
 
 
+# The field lists every layout derives from (Arrow, Cassandra rows, queries, messages).
 TRANSACTION_FIELDS = tuple(f.name for f in dataclasses.fields(Transaction)
                            if f.name != "position")
+SCORE_FIELDS = tuple(f.name for f in dataclasses.fields(ScoredTransaction)
+                     if f.name != "transaction")
 _REQUIRED = (
     "transaction_id",
     "event_time",
@@ -331,14 +334,11 @@ def validate_transaction(
     return Transaction(**values), []
 
 
-ENTITY_FIELDS: dict[str, tuple[str, ...]] = {
-    "bank": ("bank_id", "name", "country", "currency"),
-    "user": ("user_id", "bank_id", "name", "email", "country", "created_at"),
-    "account": ("account_id", "user_id", "bank_id", "account_type", "currency", "opened_at"),
-    "merchant": ("merchant_id", "name", "category", "country"),
-}
+# Each entity kind's record; its Parquet folder and primary table are the plural.
 ENTITY_KINDS: dict[str, type] = {"bank": Bank, "user": User, "account": Account,
                                  "merchant": Merchant}
+ENTITY_FIELDS: dict[str, tuple[str, ...]] = {
+    kind: tuple(f.name for f in dataclasses.fields(cls)) for kind, cls in ENTITY_KINDS.items()}
 # Fields a source may leave empty: PaySim, for one, knows no e-mail addresses.
 OPTIONAL_ENTITY_FIELDS = frozenset({"email"})
 Entity = Bank | User | Account | Merchant

@@ -28,7 +28,7 @@ from fraud_detection.beam_pipelines.options import (
 from fraud_detection.beam_pipelines.validate import input_pattern
 from fraud_detection.config import Settings
 from fraud_detection.io.cassandra import WriteToCassandra
-from fraud_detection.io.parquet import ENTITY_KINDS, check_readable, dataset_root, entity_pattern
+from fraud_detection.io.parquet import ENTITY_FOLDERS, check_readable, dataset_root, entity_pattern
 from fraud_detection.store.keyspace import connect
 from fraud_detection.store.tables import (
     benford_row,
@@ -61,7 +61,7 @@ def run(argv: list[str], settings: Settings, values: Mapping[str, Any] | None = 
     model_dir = detect.checked_model_dir()
     shards = detect.checked_shards()
     root = dataset_root(source) if entities else None
-    entity_globs = {kind: entity_pattern(root, kind) for kind in ENTITY_KINDS} if root else {}
+    entity_globs = {kind: entity_pattern(root, kind) for kind in ENTITY_FOLDERS} if root else {}
     entity_patterns = {kind: glob for kind, glob in entity_globs.items() if glob}
     # A damaged entity file fails here too, in one line, before anything is written.
     check_readable(m.path for glob in entity_patterns.values()

@@ -37,7 +37,12 @@ from fraud_detection.io.kafka import (
     ensure_topics,
 )
 from fraud_detection.progress import ProgressReporter
-from fraud_detection.records import DeadLetter, ScoredTransaction
+from fraud_detection.records import (
+    SCORE_FIELDS,
+    TRANSACTION_FIELDS,
+    DeadLetter,
+    ScoredTransaction,
+)
 from fraud_detection.store.tables import dead_letter_row, scored_table_rows
 from fraud_detection.transforms import kernel
 from fraud_detection.transforms.detect import DEFAULT_CELL_MS, DetectFraud
@@ -79,13 +84,13 @@ class StreamOptions(PipelineOptions):
 
 
 def alert_message(scored: ScoredTransaction) -> tuple[str, dict[str, Any]]:
+    """The whole scored transaction but its source label (the data's ground truth, not
+    something an alert may carry), keyed by account."""
     tx = scored.transaction
-    return tx.account_id, {
-        "transaction_id": tx.transaction_id, "event_time": tx.event_time,
-        "bank_id": tx.bank_id, "user_id": tx.user_id, "account_id": tx.account_id,
-        "counterparty_id": tx.counterparty_id, "amount_cents": tx.amount_cents,
-        "currency": tx.currency, "score": scored.score, "reasons": list(scored.reasons),
-        "late": scored.late, "model_version": scored.model_version}
+    message = {name: getattr(tx, name) for name in TRANSACTION_FIELDS if name != "label"}
+    message.update({name: getattr(scored, name) for name in SCORE_FIELDS})
+    message["reasons"] = list(scored.reasons)
+    return tx.account_id, message
 
 
 def dead_letter_message(letter: DeadLetter) -> tuple[str | None, dict[str, Any]]:

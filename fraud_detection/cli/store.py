@@ -87,8 +87,10 @@ def cmd_logins(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(commands: Commands) -> None:
-    from fraud_detection.records import ENTITY_FIELDS, OPTIONAL_ENTITY_FIELDS
+    from fraud_detection.records import ACCOUNT_TYPES, ENTITY_FIELDS, OPTIONAL_ENTITY_FIELDS
     from fraud_detection.store.logins import ROLES
+
+    field_help = {**_FIELD_HELP, "account_type": f"one of {', '.join(ACCOUNT_TYPES)}"}
 
     sch = commands.add("schema", cmd_schema,
                        "create the keyspace and apply the schema's pending migrations "
@@ -107,7 +109,7 @@ def register(commands: Commands) -> None:
         for name in names:
             optional = name.endswith("_at") or name in OPTIONAL_ENTITY_FIELDS
             sub.add_argument("--" + name.replace("_", "-"), dest=name, required=not optional,
-                             metavar=name.split("_")[-1].upper(), help=_FIELD_HELP.get(name))
+                             metavar=name.split("_")[-1].upper(), help=field_help.get(name))
 
     ent = commands.add("entities", cmd_entities,
                        "add the banks, users and accounts sent to the entity Kafka topics")

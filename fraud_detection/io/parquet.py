@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,52 +19,43 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fraud_detection.errors import UsageError
-from fraud_detection.records import Entity, validate_entity
+from fraud_detection.records import (
+    ENTITY_FIELDS,
+    ENTITY_KINDS,
+    TRANSACTION_FIELDS,
+    Entity,
+    Transaction,
+    validate_entity,
+)
 
 TRANSACTIONS_DIR = "transactions"
 ENTITIES_DIR = "entities"
-ENTITY_KINDS = ("banks", "users", "accounts", "merchants")
 
-_TS = pa.timestamp("us", tz="UTC")
+_ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(),
+                dt.datetime: pa.timestamp("us", tz="UTC")}
 
-TRANSACTION_SCHEMA = pa.schema(
-    [
-        ("transaction_id", pa.string()),
-        ("event_time", _TS),
-        ("bank_id", pa.string()),
-        ("user_id", pa.string()),
-        ("account_id", pa.string()),
-        ("counterparty_id", pa.string()),
-        ("counterparty_type", pa.string()),
-        ("tx_type", pa.string()),
-        ("amount_cents", pa.int64()),
-        ("currency", pa.string()),
-        ("balance_before_cents", pa.int64()),
-        ("balance_after_cents", pa.int64()),
-        ("label", pa.string()),
-        ("source", pa.string()),
-        ("source_flagged", pa.bool_()),
-    ]
-)
 
+def arrow_type(hint: Any) -> pa.DataType:
+    """A record field's Arrow type, from its annotation (Optional: the same, nullable)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis]
+    if typing.get_origin(hint) is tuple:
+        return pa.list_(arrow_type(args[0]))
+    if args:  # X | None
+        return arrow_type(args[0])
+    return _ARROW_TYPES[hint]
+
+
+def arrow_fields(record: type, names: Sequence[str]) -> list[pa.Field]:
+    hints = typing.get_type_hints(record)
+    return [pa.field(name, arrow_type(hints[name])) for name in names]
+
+
+TRANSACTION_SCHEMA = pa.schema(arrow_fields(Transaction, TRANSACTION_FIELDS))
+# Entity kinds by their folder under entities/ (the plural of the kind).
 ENTITY_SCHEMAS: dict[str, pa.Schema] = {
-    "banks": pa.schema(
-        [("bank_id", pa.string()), ("name", pa.string()), ("country", pa.string()),
-         ("currency", pa.string())]
-    ),
-    "users": pa.schema(
-        [("user_id", pa.string()), ("bank_id", pa.string()), ("name", pa.string()),
-         ("email", pa.string()), ("country", pa.string()), ("created_at", _TS)]
-    ),
-    "accounts": pa.schema(
-        [("account_id", pa.string()), ("user_id", pa.string()), ("bank_id", pa.string()),
-         ("account_type", pa.string()), ("currency", pa.string()), ("opened_at", _TS)]
-    ),
-    "merchants": pa.schema(
-        [("merchant_id", pa.string()), ("name", pa.string()), ("category", pa.string()),
-         ("country", pa.string())]
-    ),
-}
+    f"{kind}s": pa.schema(arrow_fields(cls, ENTITY_FIELDS[kind]))
+    for kind, cls in ENTITY_KINDS.items()}
+ENTITY_FOLDERS = tuple(ENTITY_SCHEMAS)
 
 
 def transactions_table(columns: Mapping[str, Any]) -> pa.Table:

@@ -20,6 +20,8 @@ from cassandra.util import Date
 
 from fraud_detection.records import (
     EARLIEST_EVENT_TIME,
+    SCORE_FIELDS,
+    TRANSACTION_FIELDS,
     Account,
     Bank,
     DeadLetter,
@@ -36,7 +38,7 @@ from fraud_detection.store.tables import (
     ENTITY_BUCKETS,
     ENTITY_COLUMNS,
     TRANSACTION_TABLES,
-    TX_FACTS,
+    TX_COLUMNS,
 )
 
 T = TypeVar("T")
@@ -79,24 +81,18 @@ def _utc(moment: dt.datetime | None) -> dt.datetime | None:
 
 # -- decoding rows into records ------------------------------------------------------
 
-_TX_SELECT = ", ".join(("transaction_id", "event_time", "event_time_us", "bank_id", "user_id",
-                        "account_id", *TX_FACTS, "score", "flagged", "reasons", "late",
-                        "model_version"))
+_TX_SELECT = ", ".join(TX_COLUMNS)
 
 
 def _scored(row) -> ScoredTransaction:
-    event_time = from_epoch_micros(row.event_time_us)
-    tx = Transaction(
-        transaction_id=row.transaction_id, event_time=event_time, bank_id=row.bank_id,
-        user_id=row.user_id, account_id=row.account_id, counterparty_id=row.counterparty_id,
-        counterparty_type=row.counterparty_type, tx_type=row.tx_type,
-        amount_cents=row.amount_cents, currency=row.currency,
-        balance_before_cents=row.balance_before_cents,
-        balance_after_cents=row.balance_after_cents, label=row.label, source=row.source or "",
-        source_flagged=bool(row.source_flagged))
-    return ScoredTransaction(tx, score=row.score, flagged=bool(row.flagged),
-                             reasons=tuple(row.reasons or ()), late=bool(row.late),
-                             model_version=row.model_version or "")
+    values = {name: getattr(row, name) for name in (*TRANSACTION_FIELDS, *SCORE_FIELDS)}
+    # The exact time, not Cassandra's milliseconds; empty collections come back as None.
+    values.update(event_time=from_epoch_micros(row.event_time_us),
+                  source=row.source or "", source_flagged=bool(row.source_flagged),
+                  flagged=bool(row.flagged), reasons=tuple(row.reasons or ()),
+                  late=bool(row.late), model_version=row.model_version or "")
+    tx = Transaction(**{name: values[name] for name in TRANSACTION_FIELDS})
+    return ScoredTransaction(tx, **{name: values[name] for name in SCORE_FIELDS})
 
 
 def _entity(kind: type, row) -> Any:
@@ -407,3 +403,53 @@ def latest_activity_day(store: Store, sample: int = 1000) -> dt.date | None:
     rows = store.execute("SELECT as_of_us FROM account_balances LIMIT ?", (sample,))
     newest = max((r.as_of_us for r in rows if r.as_of_us is not None), default=None)
     return None if newest is None else from_epoch_micros(newest).date()
+
+
+# -- dashboard: finding a user, analysts' verdicts -----------------------------------
+
+def search_users(store: Store, text: str, limit: int = 20,
+                 scan_limit: int = 20_000) -> list[User]:
+    """Users whose id, name or e-mail holds `text` (any case), by name; with no text,
+    the first users found. An exact user id is always found; other matches are looked
+    for among the first `scan_limit` users only, since nothing indexes names."""
+    wanted = text.strip().lower()
+    exact = user(store, text.strip()) if wanted else None
+    found = [exact] if exact else []
+    columns = ", ".join(ENTITY_COLUMNS["users"])
+    rows = store.execute(f"SELECT {columns} FROM users LIMIT ?", (scan_limit,),
+                         fetch_size=1000)
+    for row in rows:
+        if len(found) >= limit:
+            break
+        if wanted in f"{row.user_id}\n{row.name}\n{row.email or ''}".lower() and (
+                exact is None or row.user_id != exact.user_id):
+            found.append(_entity(User, row))
+    return sorted(found, key=lambda u: (u.name.lower(), u.user_id))
+
+
+def verdicts_of(store: Store, transaction_ids: Sequence[str]) -> dict[str, Any]:
+    """Analysts' verdicts (labels.Verdict) on these transactions, by transaction id; a
+    transaction nobody judged has none."""
+    from fraud_detection.store.labels import Verdict
+
+    found: dict[str, Verdict] = {}
+    ids = list(dict.fromkeys(transaction_ids))
+    for start in range(0, len(ids), 100):  # one request per hundred ids
+        rows = store.execute("SELECT transaction_id, verdict, label, analyst, labelled_at, "
+                             "counterparty_id, transaction_time FROM labels "
+                             "WHERE transaction_id IN ?", (ids[start:start + 100],))
+        for r in rows:
+            found[r.transaction_id] = Verdict(
+                r.transaction_id, r.verdict, r.label, r.analyst, _utc(r.labelled_at),
+                r.counterparty_id, _utc(r.transaction_time))
+    return found
+
+
+def bank_flagged_with_verdicts_on(store: Store, bank_id: str, day: dt.date
+                                  ) -> list[tuple[ScoredTransaction, Any]]:
+    """A bank's flagged transactions of a day, newest first, each with its analyst's
+    verdict or None. The confirmed ones are the bank's confirmed frauds: analysts judge
+    only flagged transactions (the alert queue)."""
+    flagged = collect(bank_frauds_on, store, bank_id, day)
+    verdicts = verdicts_of(store, [s.transaction.transaction_id for s in flagged])
+    return [(s, verdicts.get(s.transaction.transaction_id)) for s in flagged]

@@ -22,6 +22,9 @@ import pyarrow.compute as pc
 from cassandra.util import Date
 
 from fraud_detection.records import (
+    ENTITY_FIELDS,
+    SCORE_FIELDS,
+    TRANSACTION_FIELDS,
     Account,
     Bank,
     DeadLetter,
@@ -38,12 +41,14 @@ ENTITY_BUCKETS = 16
 
 RowWrite = tuple[str, tuple]
 
+# A transaction's who and when, which tables key on; event_time_us keeps the exact time
+# beside Cassandra's millisecond event_time.
+_TX_KEYS = ("transaction_id", "event_time", "bank_id", "user_id", "account_id")
 # Transaction columns in every transaction table, after the table's own key columns.
-TX_FACTS = ("counterparty_id", "counterparty_type", "tx_type", "amount_cents", "currency",
-            "balance_before_cents", "balance_after_cents", "label", "source", "source_flagged")
-TX_SCORE = ("score", "flagged", "reasons", "late", "model_version")
-_TX_ALL = ("transaction_id", "event_time", "event_time_us", "bank_id", "user_id", "account_id",
-           *TX_FACTS, *TX_SCORE)
+TX_FACTS = tuple(name for name in TRANSACTION_FIELDS if name not in _TX_KEYS)
+TX_SCORE = SCORE_FIELDS
+# Every column of a transaction table: what the readers select.
+TX_COLUMNS = (*_TX_KEYS[:2], "event_time_us", *_TX_KEYS[2:], *TX_FACTS, *TX_SCORE)
 
 # Each transaction table: its key columns (partition then clustering) in insert order.
 TRANSACTION_TABLES: dict[str, tuple[str, ...]] = {
@@ -59,7 +64,7 @@ FLAGGED_ONLY = frozenset({"fraud_by_bank_day", "anomalies_by_user"})
 
 def _columns(table: str) -> tuple[str, ...]:
     key = TRANSACTION_TABLES[table]
-    return (*key, *(c for c in _TX_ALL if c not in key))
+    return (*key, *(c for c in TX_COLUMNS if c not in key))
 
 
 def _insert(table: str, columns: Iterable[str], suffix: str = "") -> str:
@@ -68,16 +73,18 @@ def _insert(table: str, columns: Iterable[str], suffix: str = "") -> str:
             f"VALUES ({', '.join('?' for _ in columns)}){suffix}")
 
 
+def _keyed(kind: str, *key: str) -> tuple[str, ...]:
+    """An entity table's columns: its key columns, then the record's other fields."""
+    return (*key, *(name for name in ENTITY_FIELDS[kind] if name not in key))
+
+
+# Each kind's primary table (the plural) is its fields in order; the others lead with
+# their keys. bucket: the entity id's hash bucket (bucket_of).
 ENTITY_COLUMNS: dict[str, tuple[str, ...]] = {
-    "banks": ("bank_id", "name", "country", "currency"),
-    "users": ("user_id", "bank_id", "name", "email", "country", "created_at"),
-    "users_by_bank": ("bank_id", "bucket", "user_id", "name", "email", "country", "created_at"),
-    "accounts": ("account_id", "user_id", "bank_id", "account_type", "currency", "opened_at"),
-    "accounts_by_user": ("user_id", "account_id", "bank_id", "account_type", "currency",
-                         "opened_at"),
-    "accounts_by_bank": ("bank_id", "bucket", "account_id", "user_id", "account_type",
-                         "currency", "opened_at"),
-    "merchants": ("merchant_id", "name", "category", "country"),
+    **{f"{kind}s": ENTITY_FIELDS[kind] for kind in ENTITY_FIELDS},
+    "users_by_bank": _keyed("user", "bank_id", "bucket", "user_id"),
+    "accounts_by_user": _keyed("account", "user_id", "account_id"),
+    "accounts_by_bank": _keyed("account", "bank_id", "bucket", "account_id"),
 }
 BALANCE_COLUMNS = ("account_id", "balance_cents", "currency", "as_of", "as_of_us",
                    "transaction_id")
@@ -160,29 +167,24 @@ def scored_transaction_rows(scored: ScoredTransaction) -> list[RowWrite]:
             for name, _, columns in rows.statements]
 
 
+# Each entity type's kind, and the tables its rows go to.
+_ENTITY_TABLES = {Bank: ("bank", ("banks",)),
+                  User: ("user", ("users", "users_by_bank")),
+                  Account: ("account", ("accounts", "accounts_by_user", "accounts_by_bank")),
+                  Merchant: ("merchant", ("merchants",))}
+
+
 def entity_rows(entity: Bank | User | Account | Merchant) -> list[RowWrite]:
-    if isinstance(entity, Bank):
-        return [("banks", (entity.bank_id, entity.name, entity.country, entity.currency))]
-    if isinstance(entity, User):
-        details = (entity.name, entity.email, entity.country, _ms(entity.created_at))
-        return [("users", (entity.user_id, entity.bank_id, *details)),
-                ("users_by_bank", (entity.bank_id, bucket_of(entity.user_id), entity.user_id,
-                                   *details))]
-    if isinstance(entity, Account):
-        opened = _ms(entity.opened_at)
-        return [
-            ("accounts", (entity.account_id, entity.user_id, entity.bank_id,
-                          entity.account_type, entity.currency, opened)),
-            ("accounts_by_user", (entity.user_id, entity.account_id, entity.bank_id,
-                                  entity.account_type, entity.currency, opened)),
-            ("accounts_by_bank", (entity.bank_id, bucket_of(entity.account_id),
-                                  entity.account_id, entity.user_id, entity.account_type,
-                                  entity.currency, opened)),
-        ]
-    if isinstance(entity, Merchant):
-        return [("merchants", (entity.merchant_id, entity.name, entity.category,
-                               entity.country))]
-    raise TypeError(f"not an entity: {type(entity).__name__}")
+    """An entity's row in each table that serves it, in ENTITY_COLUMNS' order."""
+    if type(entity) not in _ENTITY_TABLES:
+        raise TypeError(f"not an entity: {type(entity).__name__}")
+    kind, tables = _ENTITY_TABLES[type(entity)]
+    values = {name: getattr(entity, name) for name in ENTITY_FIELDS[kind]}
+    for name, value in values.items():
+        if isinstance(value, dt.datetime):
+            values[name] = _ms(value)
+    values["bucket"] = bucket_of(values[f"{kind}_id"])
+    return [(table, tuple(values[c] for c in ENTITY_COLUMNS[table])) for table in tables]
 
 
 def dead_letter_id(letter: DeadLetter) -> str:

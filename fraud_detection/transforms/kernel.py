@@ -35,7 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fraud_detection.io.parquet import TRANSACTION_SCHEMA
+from fraud_detection import records
+from fraud_detection.io.parquet import TRANSACTION_SCHEMA, arrow_fields
 from fraud_detection.records import (
     COUNTERPARTY_TYPES,
     CREDIT_TX_TYPES,
@@ -119,9 +120,7 @@ FEATURED_SCHEMA = pa.schema([
     *TRANSACTION_SCHEMA, (POSITION, pa.string()), ("late", pa.bool_()),
     *((name, _FEATURE_TYPES.get(name, pa.float64())) for name in ACCOUNT_FEATURES),
 ])
-SCORE_FIELDS = [("score", pa.float64()), ("flagged", pa.bool_()),
-                ("reasons", pa.list_(pa.string())), ("late", pa.bool_()),
-                ("model_version", pa.string())]
+SCORE_FIELDS = arrow_fields(ScoredTransaction, records.SCORE_FIELDS)
 SCORED_SCHEMA = pa.schema([*TRANSACTION_SCHEMA, (POSITION, pa.string()), *SCORE_FIELDS])
 FEATURE_TABLE_SCHEMA = pa.schema([
     ("transaction_id", pa.string()),

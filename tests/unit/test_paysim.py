@@ -10,7 +10,7 @@ from fraud_detection.cli import main
 from fraud_detection.datagen.paysim import HEADER, PaysimFormatError, import_paysim
 from fraud_detection.errors import UsageError
 from fraud_detection.io.parquet import (
-    ENTITY_KINDS,
+    ENTITY_FOLDERS,
     dataset_root,
     entity_pattern,
     entity_records,
@@ -134,7 +134,7 @@ def test_memory_is_bounded_by_the_chunk_not_the_file(tmp_path):
 def test_entities_pass_the_checks_batch_applies(tmp_path):
     out = tmp_path / "out"
     import_paysim(write_csv(tmp_path / "p.csv", ROWS), out, chunk_rows=2)
-    entities = {kind: entity_records(out, kind) for kind in ENTITY_KINDS}  # raises if invalid
+    entities = {kind: entity_records(out, kind) for kind in ENTITY_FOLDERS}  # raises if invalid
     assert entities["banks"] == [Bank("paysim", "PaySim", "US", "USD")]
     assert {u.country for u in entities["users"]} == {"US"}
     assert {u.email for u in entities["users"]} == {""}  # PaySim knows no addresses
