@@ -1,4 +1,5 @@
-"""What every page shares: settings, the cached Cassandra session, login and tables."""
+"""What every page shares: the streamlit command line, settings, the cached Cassandra
+session, login and tables."""
 
 from __future__ import annotations
 
@@ -16,6 +17,34 @@ from fraud_detection.store.keyspace import Store, connect
 from fraud_detection.store.logins import Viewer, log_in
 
 VIEWER = "viewer"
+APP_DIR = Path(__file__).resolve().parents[1] / "streamlit_app"
+HOME = APP_DIR / "Home.py"
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+# What `streamlit run` is told, besides the port and address. The same settings are in
+# streamlit_app/.streamlit/config.toml for those who run streamlit themselves.
+STREAMLIT_OPTIONS = {
+    "server.headless": "true",  # opens no browser and asks for no e-mail
+    "browser.gatherUsageStats": "false",
+    "client.toolbarMode": "viewer",  # no Deploy button, no developer menu
+}
+
+
+def streamlit_command(port: int, address: str = "127.0.0.1") -> list[str]:
+    """The command that serves the dashboard on address:port, with no outbound traffic:
+    no usage statistics, and no look-up of the machine's external IP (Streamlit asks
+    checkip.amazonaws.com for it unless the address is a specific one; the browser
+    address set to it keeps the websocket origin check from asking too). A wildcard
+    address (0.0.0.0) may still make Streamlit look its external IP up when a browser
+    on another machine connects."""
+    command = [sys.executable, "-m", "streamlit", "run", str(HOME),
+               "--server.port", str(port), "--server.address", address]
+    options = dict(STREAMLIT_OPTIONS)
+    if address not in _WILDCARDS:
+        options["browser.serverAddress"] = address
+    for name, value in options.items():
+        command += [f"--{name}", value]
+    return command
 
 
 @st.cache_resource
