@@ -1,9 +1,10 @@
 """What every page shares: the streamlit command line, settings, the cached Cassandra
-session, login and tables."""
+session, login, the pages each role may use, and tables of transactions."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, from a clone
@@ -17,6 +18,7 @@ from fraud_detection.store.keyspace import Store, connect
 from fraud_detection.store.logins import Viewer, log_in
 
 VIEWER = "viewer"
+_LOGIN_FAILED = "login_failed"
 APP_DIR = Path(__file__).resolve().parents[1] / "streamlit_app"
 HOME = APP_DIR / "Home.py"
 _WILDCARDS = ("", "0.0.0.0", "::")
@@ -47,6 +49,27 @@ def streamlit_command(port: int, address: str = "127.0.0.1") -> list[str]:
     return command
 
 
+@dataclass(frozen=True)
+class PageSpec:
+    title: str
+    file: str  # under streamlit_app/
+    roles: tuple[str, ...]
+
+
+# In the order each role's navigation lists them: a role's first page is where it lands.
+PAGES = (
+    PageSpec("Admin", "pages/5_Admin.py", ("admin",)),
+    PageSpec("Analyst", "pages/3_Analyst.py", ("analyst", "admin")),
+    PageSpec("Bank", "pages/2_Bank.py", ("bank", "analyst", "admin")),
+    PageSpec("Customer", "pages/1_Customer.py", ("customer", "analyst", "admin")),
+    PageSpec("Operations", "pages/4_Operations.py", ("analyst", "admin")),
+)
+
+
+def pages_for(role: str) -> list[PageSpec]:
+    return [p for p in PAGES if role in p.roles]
+
+
 @st.cache_resource
 def settings() -> Settings:
     return load_settings({})
@@ -54,42 +77,64 @@ def settings() -> Settings:
 
 @st.cache_resource
 def store() -> Store:
-    # One Cassandra session per app process, shared by every page and user.
+    # One Cassandra session per app process, shared by every page and user; its prepared
+    # statements (the login's among them) are prepared once and kept with it.
     return connect(settings())
+
+
+@st.cache_resource
+def _login_ready() -> bool:
+    """Connects and loads argon2 once per process, while the login form is shown: the
+    first Log in click then pays only for the password check itself (Argon2's 64 MiB,
+    3 passes: about 0.3 s on 2 cores, by design)."""
+    from argon2 import PasswordHasher
+
+    PasswordHasher()
+    store()
+    return True
 
 
 def viewer() -> Viewer | None:
     return st.session_state.get(VIEWER)
 
 
+def _check_login() -> None:
+    # A callback runs before the rerun its click starts, so that one run already builds
+    # the role's navigation and draws its first page: no second run after logging in.
+    found = log_in(store(), st.session_state.get("username", ""),
+                   st.session_state.get("password", ""))
+    if found is None:
+        st.session_state[_LOGIN_FAILED] = True
+    else:
+        st.session_state[VIEWER] = found
+
+
 def login_form() -> None:
+    _login_ready()
     with st.form("login"):
-        username = st.text_input("Username", key="username")
-        password = st.text_input("Password", type="password", key="password")
-        if st.form_submit_button("Log in"):
-            found = log_in(store(), username, password)
-            if found is None:
-                st.error("Wrong username or password.")
-            else:
-                st.session_state[VIEWER] = found
-                st.rerun()
+        st.text_input("Username", key="username")
+        st.text_input("Password", type="password", key="password")
+        st.form_submit_button("Log in", on_click=_check_login)
+    if st.session_state.pop(_LOGIN_FAILED, False):
+        st.error("Wrong username or password.")
 
 
-def require(*roles: str) -> Viewer:
-    """The logged-in viewer with one of `roles`, or the page stops with why."""
+def log_out() -> None:
+    st.session_state.pop(VIEWER, None)
+
+
+def require_page(title: str) -> Viewer:
+    """The logged-in viewer, if the page `title` is theirs; otherwise the page stops and
+    says why. Navigation offers a role only its pages: this guards a page run by itself."""
+    roles = next(p.roles for p in PAGES if p.title == title)
     current = viewer()
     if current is None:
         st.info("Log in on the Home page first.")
         login_form()
         st.stop()
-    if roles and current.role not in roles:
+    if current.role not in roles:
         st.error(f"This page is for {', '.join(roles)} logins; you are {current.role}.")
         st.stop()
-    with st.sidebar:
-        st.write(f"Logged in as **{current.username}** ({current.role})")
-        if st.button("Log out"):
-            st.session_state.pop(VIEWER, None)
-            st.rerun()
     return current
 
 
@@ -102,6 +147,7 @@ def money(cents: int | None, currency: str = "") -> str:
 
 
 def transactions_frame(items) -> pd.DataFrame:
+    """Scored transactions as staff read them: codes, scores and the rules' own words."""
     return pd.DataFrame([{
         "time": s.transaction.event_time, "transaction": s.transaction.transaction_id,
         "account": s.transaction.account_id, "type": s.transaction.tx_type,
@@ -111,3 +157,4 @@ def transactions_frame(items) -> pd.DataFrame:
         "reasons": "; ".join(s.reasons)} for s in items],
         columns=["time", "transaction", "account", "type", "counterparty", "amount", "score",
                  "flagged", "reasons"])
+

@@ -2,12 +2,11 @@
 
 import streamlit as st
 
-from fraud_detection.dashboard import money, refused, require, store, transactions_frame
+from fraud_detection.dashboard import money, refused, require_page, store, transactions_frame
 from fraud_detection.store import access, queries
 from fraud_detection.store.access import AccessDenied
 
-st.set_page_config(page_title="Customer", layout="wide")
-viewer = require("customer", "analyst", "admin")
+viewer = require_page("Customer")
 st.title("Customer")
 user_id = st.text_input("User id", value=viewer.user_id or "", key="user_id")
 if not user_id:

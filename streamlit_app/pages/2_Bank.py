@@ -5,12 +5,11 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from fraud_detection.dashboard import refused, require, store, transactions_frame
+from fraud_detection.dashboard import refused, require_page, store, transactions_frame
 from fraud_detection.store import access, queries
 from fraud_detection.store.access import AccessDenied
 
-st.set_page_config(page_title="Bank", layout="wide")
-viewer = require("bank", "analyst", "admin")
+viewer = require_page("Bank")
 st.title("Bank")
 try:
     banks = access.banks(store(), viewer)

@@ -5,13 +5,12 @@ import datetime as dt
 
 import streamlit as st
 
-from fraud_detection.dashboard import refused, require, settings, store, transactions_frame
+from fraud_detection.dashboard import refused, require_page, settings, store, transactions_frame
 from fraud_detection.io.kafka import publish
 from fraud_detection.store import access, labels, queries
 from fraud_detection.store.access import AccessDenied
 
-st.set_page_config(page_title="Analyst", layout="wide")
-viewer = require("analyst", "admin")
+viewer = require_page("Analyst")
 st.title("Alert queue")
 try:
     latest = queries.latest_activity_day(store()) or dt.date.today()

@@ -7,13 +7,12 @@ import pandas as pd
 import streamlit as st
 
 from fraud_detection.beam_pipelines.stream import GROUP_ID
-from fraud_detection.dashboard import require, settings, store
+from fraud_detection.dashboard import require_page, settings, store
 from fraud_detection.progress import read_progress
 from fraud_detection.store import queries
 from fraud_detection.store.streamer_state import StreamerState, StreamerStateError
 
-st.set_page_config(page_title="Operations", layout="wide")
-require("analyst", "admin")
+require_page("Operations")
 st.title("Operations")
 
 st.subheader("Streamers")

@@ -5,14 +5,13 @@ import datetime as dt
 import streamlit as st
 import yaml
 
-from fraud_detection.dashboard import require, store
+from fraud_detection.dashboard import require_page, store
 from fraud_detection.records import ENTITY_FIELDS, validate_entity
 from fraud_detection.store.entities import EntityRejected, add_entity
 from fraud_detection.store.rules import save_rules, set_paused, stored_rules
 from fraud_detection.transforms.rules import RuleError, parse_rules
 
-st.set_page_config(page_title="Admin", layout="wide")
-require("admin")
+require_page("Admin")
 st.title("Admin")
 
 st.subheader("Add an entity")

@@ -1,12 +1,20 @@
 """The dashboard's pieces that need no services: the streamlit command line and its
-config file."""
+config file, and the pages each role gets."""
 
 from __future__ import annotations
 
 import sys
 import tomllib
 
-from fraud_detection.dashboard import APP_DIR, HOME, STREAMLIT_OPTIONS, streamlit_command
+import pytest
+
+from fraud_detection.dashboard import (
+    APP_DIR,
+    HOME,
+    STREAMLIT_OPTIONS,
+    pages_for,
+    streamlit_command,
+)
 
 
 def _flags(command: list[str]) -> dict[str, str]:
@@ -35,3 +43,15 @@ def test_the_config_file_beside_the_app_says_what_the_command_says() -> None:
     as_flags = {**STREAMLIT_OPTIONS, "server.address": "127.0.0.1",
                 "browser.serverAddress": "127.0.0.1"}
     assert {name: str(value).lower() for name, value in in_file.items()} == as_flags
+
+
+@pytest.mark.parametrize(("role", "pages"), [
+    ("customer", ["Customer"]),
+    ("bank", ["Bank"]),
+    ("analyst", ["Analyst", "Bank", "Customer", "Operations"]),
+    ("admin", ["Admin", "Analyst", "Bank", "Customer", "Operations"]),
+])
+def test_each_role_gets_only_its_pages(role: str, pages: list[str]) -> None:
+    found = pages_for(role)
+    assert [p.title for p in found] == pages
+    assert all((APP_DIR / p.file).is_file() for p in found)
