@@ -1,9 +1,12 @@
 """What every page shares: the streamlit command line, settings, the cached Cassandra
-session, login, the pages each role may use, and tables of transactions."""
+session, login, the pages each role may use, and tables of transactions in staff's and
+in customers' words."""
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from fraud_detection.config import Settings, load_settings
+from fraud_detection.records import CREDIT_TX_TYPES, ScoredTransaction, Transaction
 from fraud_detection.store.access import AccessDenied
 from fraud_detection.store.keyspace import Store, connect
 from fraud_detection.store.logins import Viewer, log_in
@@ -158,3 +162,95 @@ def transactions_frame(items) -> pd.DataFrame:
         columns=["time", "transaction", "account", "type", "counterparty", "amount", "score",
                  "flagged", "reasons"])
 
+
+# -- in customers' words ---------------------------------------------------------------
+
+CUSTOMER_TX_TYPES = {"PAYMENT": "payment", "TRANSFER": "transfer", "CASH_OUT": "withdrawal",
+                     "CASH_IN": "deposit", "DEBIT": "direct debit"}
+FLAGGED_FOR_CUSTOMERS = "flagged as unusual"
+# A rule hit reads "<description> [<rule id>: <field> = <value>]" (kernel.hit_text).
+_RULE_HIT = re.compile(r"\[([^\]:]+): [^\]]*\]$")
+_LARGER = "far larger than the usual amounts on this account"
+# What each default rule (transforms/default_rules.yaml) noticed, for the account holder.
+_RULE_WORDS = {
+    "seed_large_amount": ("a large amount",),
+    "card_testing_burst": ("many {noun}s within one hour",),
+    "large_after_burst": ("a large {noun} right after many others",),
+    "spending_spike": (_LARGER,),
+    "drain_transfer": ("a large transfer to a new recipient that left the account nearly "
+                       "empty",),
+    "empty_cash_out": ("a withdrawal that emptied an account with little history yet",),
+    "structuring_round_deposit": ("a round cash deposit just under the limit above which "
+                                  "banks report cash",),
+    "balance_mismatch": ("the balances before and after do not match the amount",),
+    "benford_nonconforming": ("the amounts on this account followed an unusual pattern "
+                              "last month",),
+}
+# new_counterparty_large, by whom the money went to or came from.
+_FIRST_WITH = {"merchant": "the first {noun} to this merchant",
+               "account": "the first {noun} to this account",
+               "cash": "the first {noun} at this cash machine"}
+_UNUSUAL = "unusual for this account"
+
+
+def customer_tx_type(tx_type: str) -> str:
+    """A transaction type in customers' words: deposit, withdrawal, payment, transfer."""
+    return CUSTOMER_TX_TYPES.get(tx_type, tx_type.replace("_", " ").lower())
+
+
+def customer_reasons(tx: Transaction, reasons: Sequence[str]) -> list[str]:
+    """Why a transaction was flagged, in the account holder's words: no rule ids, fields,
+    scores or model names. A rule this table does not know (one an admin added) and the
+    model's verdict read as "unusual for this account"; a note that it arrived late is
+    no concern of the customer's."""
+    noun = customer_tx_type(tx.tx_type)
+    said: list[str] = []
+    for reason in reasons:
+        hit = _RULE_HIT.search(reason)
+        if hit and hit.group(1).strip() == "new_counterparty_large":
+            phrases = (_FIRST_WITH.get(tx.counterparty_type, "a new recipient"), _LARGER)
+        elif hit:
+            phrases = _RULE_WORDS.get(hit.group(1).strip(), (_UNUSUAL,))
+        elif reason.startswith("model "):
+            phrases = (_UNUSUAL,)
+        else:
+            continue
+        for phrase in phrases:
+            words = phrase.format(noun=noun)
+            if words not in said:
+                said.append(words)
+    return said
+
+
+def counterparty_words(tx: Transaction, merchant_name: str | None = None) -> str:
+    if tx.counterparty_type == "merchant":
+        return merchant_name or tx.counterparty_id
+    if tx.counterparty_type == "cash":
+        return f"cash machine {tx.counterparty_id}"
+    return f"account {tx.counterparty_id}"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def customer_frame(items: Sequence[ScoredTransaction],
+                   merchant_names: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Transactions as their account holder reads them: money in with a plus, money out
+    with a minus, and for a flagged one why, in plain words."""
+    names = merchant_names or {}
+    rows = []
+    for s in items:
+        tx = s.transaction
+        sign = "+" if tx.tx_type in CREDIT_TX_TYPES else "-"
+        rows.append({
+            "date (UTC)": f"{tx.event_time:%Y-%m-%d %H:%M}",
+            "type": customer_tx_type(tx.tx_type).capitalize(),
+            "to / from": counterparty_words(tx, names.get(tx.counterparty_id)),
+            "amount": sign + money(tx.amount_cents, tx.currency),
+            "account": tx.account_id,
+            "status": FLAGGED_FOR_CUSTOMERS if s.flagged else "",
+            "why": _sentence("; ".join(customer_reasons(tx, s.reasons))) if s.flagged else "",
+            "reference": tx.transaction_id})
+    return pd.DataFrame(rows, columns=["date (UTC)", "type", "to / from", "amount", "account",
+                                       "status", "why", "reference"])

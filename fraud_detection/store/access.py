@@ -166,3 +166,10 @@ def alert_queue(store: Store, viewer: Viewer, day: dt.date, by: str = "newest"
         alerts.sort(key=lambda s: (s.transaction.event_time, s.transaction.transaction_id),
                     reverse=True)
     return alerts
+
+
+def search_users(store: Store, viewer: Viewer, text: str, limit: int = 20) -> list[User]:
+    """Users matching text (queries.search_users): for staff, who may see every user."""
+    _require(viewer, *STAFF)
+    return queries.search_users(store, text, limit)
+

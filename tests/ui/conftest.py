@@ -1,5 +1,6 @@
 """The dashboard's tests share one keyspace seeded through the batch pipeline, with a
-login of each role."""
+login of each role. The customer is one with a flagged deposit, so their pages show
+flagged transactions and the reasons in their words."""
 
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ from tests.integration.streaming import SETTING_NAMES
 PASSWORD = "correct horse battery"
 
 
+def _customer_with_a_flagged_deposit(store, users):
+    from fraud_detection.store import queries
+
+    for user in users:
+        flagged = queries.anomalies_of_user(store, user.user_id, 100).items
+        if any(s.transaction.tx_type == "CASH_IN" for s in flagged):
+            return user
+    raise AssertionError("the small world has no flagged deposit")
+
+
 @pytest.fixture(scope="session")
 def seeded(stack, small_world, keyspace_for):
     run = uuid.uuid4().hex[:8]
@@ -26,7 +37,7 @@ def seeded(stack, small_world, keyspace_for):
     assert summary.rows_failed == 0 and summary.flagged > 0
     store = connect(settings)
     save_rules(store, load_rules())
-    customer = small_world.users[0]
+    customer = _customer_with_a_flagged_deposit(store, small_world.users)
     bank = small_world.banks[0]
     add_login(store, "cust", PASSWORD, "customer", user_id=customer.user_id)
     add_login(store, "bank", PASSWORD, "bank", bank_id=bank.bank_id)

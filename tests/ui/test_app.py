@@ -31,7 +31,7 @@ def _page(path: str, viewer_name: str, store) -> AppTest:
 def _texts(app: AppTest) -> str:
     parts = [e.value for kind in ("title", "subheader", "markdown", "caption", "error",
                                   "success", "warning", "info") for e in app.get(kind)]
-    for frame in app.dataframe:
+    for frame in (*app.dataframe, *app.table):
         parts.append(frame.value.to_csv())
     return "\n".join(str(p) for p in parts)
 
@@ -51,19 +51,57 @@ def test_customer_page_shows_their_accounts_transactions_and_anomalies(seeded) -
     _settings, store, customer, _ = seeded
     app = _page("pages/1_Customer.py", "cust", store)
     text = _texts(app)
-    assert customer.name in text
+    assert customer.name in text and "My accounts" in text
     for account in queries.accounts_of_user(store, customer.user_id):
         assert account.account_id in text
     newest = queries.transactions_of_user(store, customer.user_id, 100).items
     assert newest and all(s.transaction.transaction_id in text for s in newest[:10])
+    flagged = queries.anomalies_of_user(store, customer.user_id, 100).items
+    assert flagged and all(s.transaction.transaction_id in text for s in flagged)
 
 
-def test_customer_asking_for_another_user_is_refused(seeded) -> None:
-    _, store, _customer, _ = seeded
+def test_customer_reads_deposits_and_reasons_in_their_words(seeded) -> None:
+    _, store, _, _ = seeded
     app = _page("pages/1_Customer.py", "cust", store)
-    app.text_input(key="user_id").input("somebody-else").run()
-    assert any("Refused" in e.value for e in app.error)
-    assert "somebody-else" not in "".join(f.value.to_csv() for f in app.dataframe)
+    flagged = app.table[0].value  # "Flagged as unusual"
+    deposits = flagged[flagged["type"] == "Deposit"]
+    assert len(deposits) and (deposits["why"] != "").all()
+    assert deposits["amount"].str.startswith("+").all()
+    assert deposits["to / from"].str.startswith("cash machine").all()
+    assert deposits["why"].str.lower().str.contains("deposit").any()
+    assert not deposits["why"].str.lower().str.contains("payment").any()
+    every = app.dataframe[1].value  # the newest transactions, flagged ones marked
+    assert "flagged as unusual" in set(every["status"])
+    text = _texts(app)
+    for internal in ("seed project", "first payment", "CASH_IN", "score", "model ", "["):
+        assert internal not in text, internal
+
+
+def test_customer_chooses_no_other_user_and_asking_is_refused(seeded) -> None:
+    _, store, customer, _ = seeded
+    app = _page("pages/1_Customer.py", "cust", store)
+    assert not [w for w in app.text_input if w.key == "user_search"]  # no search box
+    viewer = log_in(store, "cust", PASSWORD)
+    with pytest.raises(access.AccessDenied):
+        access.user(store, viewer, "somebody-else")
+    with pytest.raises(access.AccessDenied):
+        access.search_users(store, viewer, customer.name)
+
+
+def test_staff_find_a_customer_and_the_page_never_opens_blank(seeded) -> None:
+    _, store, customer, _ = seeded
+    app = _page("pages/1_Customer.py", "root", store)
+    first = app.selectbox(key="user_pick").value
+    assert first is not None and f"Accounts of {first.name}" in _texts(app)
+    assert "My accounts" not in _texts(app)
+    app.text_input(key="user_search").input(customer.name.split()[-1].lower()).run()
+    found = app.selectbox(key="user_pick")
+    wanted = f"{customer.name} ({customer.user_id})"
+    assert wanted in found.options
+    found.select_index(found.options.index(wanted)).run()
+    assert f"Accounts of {customer.name}" in _texts(app)
+    app.text_input(key="user_search").input(customer.user_id).run()  # an exact id
+    assert app.selectbox(key="user_pick").value.user_id == customer.user_id
 
 
 def _answer(app: AppTest, transaction_id: str) -> str:
@@ -95,7 +133,7 @@ def test_customer_lookup_of_unknown_and_foreign_transactions_answers_alike(seede
     own = next(s.transaction for s in small_world.scored
                if s.transaction.user_id == customer.user_id)
     app.text_input(key="transaction_id").input(own.transaction_id).run()
-    assert not app.warning and own.transaction_id in app.json[0].value  # theirs is shown
+    assert not app.warning and own.transaction_id in app.table[-1].value.to_csv()  # shown
 
 
 def test_bank_page_shows_its_transactions_frauds_and_benford(seeded, small_world) -> None:
