@@ -173,3 +173,7 @@ def search_users(store: Store, viewer: Viewer, text: str, limit: int = 20) -> li
     _require(viewer, *STAFF)
     return queries.search_users(store, text, limit)
 
+
+def bank_flagged_with_verdicts_on(store: Store, viewer: Viewer, bank_id: str, day: dt.date):
+    check_bank(viewer, bank_id)
+    return queries.bank_flagged_with_verdicts_on(store, bank_id, day)

@@ -4,7 +4,9 @@ written to Cassandra and to the labels topic."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -136,7 +138,15 @@ def test_customer_lookup_of_unknown_and_foreign_transactions_answers_alike(seede
     assert not app.warning and own.transaction_id in app.table[-1].value.to_csv()  # shown
 
 
-def test_bank_page_shows_its_transactions_frauds_and_benford(seeded, small_world) -> None:
+def _bank_tab(store, tab: str) -> AppTest:
+    app = AppTest.from_file(str(APP / "pages/2_Bank.py"), default_timeout=60)
+    app.session_state["viewer"] = log_in(store, "bank", PASSWORD)
+    app.session_state["bank_tab"] = tab  # only the open tab runs
+    return app.run()
+
+
+def test_bank_page_shows_its_transactions_flagged_frauds_and_benford(seeded,
+                                                                     small_world) -> None:
     _, store, _, bank = seeded
     app = _page("pages/2_Bank.py", "bank", store)
     day = app.date_input(key="day").value
@@ -144,12 +154,32 @@ def test_bank_page_shows_its_transactions_frauds_and_benford(seeded, small_world
     assert bank.name in text
     shown = queries.bank_transactions_on(store, bank.bank_id, day, 50).items
     assert shown and all(s.transaction.transaction_id in text for s in shown)
-    for fraud in queries.bank_frauds_on(store, bank.bank_id, day).items:
-        assert fraud.transaction.transaction_id in text
-    assert "MAD" in text and len(app.get("vega_lite_chart")) == 2  # frauds per day, Benford
     other = next((b for b in small_world.banks if b.bank_id != bank.bank_id), None)
     if other is not None:
         assert other.name not in text  # a bank sees only itself
+
+    flagged = queries.bank_frauds_on(store, bank.bank_id, day).items
+    assert len(flagged) >= 2
+    confirmed, dismissed = flagged[0], flagged[1]
+    labels.record_verdict(store, confirmed, labels.CONFIRMED, "ana")
+    labels.record_verdict(store, dismissed, labels.DISMISSED, "ana")
+    text = _texts(_bank_tab(store, "Flagged"))
+    assert all(s.transaction.transaction_id in text for s in flagged)
+    frauds = _bank_tab(store, "Frauds")
+    listed = frauds.dataframe[0].value  # confirmed frauds only
+    assert confirmed.transaction.transaction_id in set(listed["transaction"])
+    assert dismissed.transaction.transaction_id not in set(listed["transaction"])
+    assert not set(listed["transaction"]) - {s.transaction.transaction_id for d in
+                                             [day - dt.timedelta(days=n) for n in range(30)]
+                                             for s in queries.bank_frauds_on(
+                                                 store, bank.bank_id, d).items}
+    assert len(frauds.get("vega_lite_chart")) == 1  # flagged and confirmed per day
+
+    benford = _bank_tab(store, "Benford")
+    said = _texts(benford)
+    assert "MAD" in said and len(benford.get("vega_lite_chart")) == 1
+    window_end = re.search(r"First digits, \S+ to (\S+):", said).group(1)
+    assert dt.date.fromisoformat(window_end) <= queries.latest_activity_day(store)
 
 
 def test_analyst_confirms_an_alert_into_cassandra_and_the_labels_topic(seeded) -> None:
