@@ -27,7 +27,10 @@ def _settings_flags(listed: bool) -> argparse.ArgumentParser:
     return flags
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+def build_parser(command: str | None = None,
+                 ) -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    """Every command's parser; with command, the pipeline flags (which import Beam) of
+    that command only, since argparse parses no other."""
     parser = Parser(prog="fraud-detection",
                     description="Fraud detection for banks on Apache Beam.",
                     epilog="Settings: defaults < --config YAML < FRAUD_* environment < "
@@ -38,6 +41,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
                         _settings_flags(listed=True))
     for noun in NOUNS:
         noun.register(commands)
+    commands.finish(command)
     return parser, commands.handlers
 
 
@@ -45,8 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command. Every failure is one line on stderr and a non-zero exit; the
     details (library warnings, tracebacks) go to the log file, and with --verbose to the
     terminal too."""
-    parser, handlers = build_parser()
-    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    parser, handlers = build_parser(next((a for a in given if not a.startswith("-")), ""))
+    args = parser.parse_args(given)
     if not args.command:
         parser.error(f"give a command: {', '.join(handlers)}")
     name = f"fraud-detection {args.command}"

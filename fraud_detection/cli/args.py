@@ -26,6 +26,23 @@ class Commands:
         self.settings_flags = settings_flags  # in --help as one line pointing to `config`
         self.listed_settings_flags = listed_settings_flags  # each in --help
         self.handlers: dict[str, Handler] = {}
+        # Flags that need Beam imported (a second or more): added only for the command
+        # that runs, or for all when every command's parser is wanted.
+        self.deferred: dict[str, list[Callable[[], None]]] = {}
+
+    def pipeline_flags(self, name: str, sub: argparse.ArgumentParser,
+                       option_classes: Callable[[], tuple[type, ...]],
+                       skip: tuple[str, ...] = ()) -> None:
+        """The pipeline's options (from option_classes(), imported late) as flags of
+        command `name`; `pipeline_values` gives back the ones the user set."""
+        self.deferred.setdefault(name, []).append(
+            lambda: _pipeline_flags(sub, option_classes(), skip))
+
+    def finish(self, only: str | None = None) -> None:
+        for name, adders in self.deferred.items():
+            if only is None or name == only:
+                for add in adders:
+                    add()
 
     def add(self, name: str, handler: Handler, help_text: str,
             list_settings: bool = False) -> argparse.ArgumentParser:
@@ -94,10 +111,8 @@ class _DashedFlags:
         self.dests.append(dest)
 
 
-def pipeline_flags(sub: argparse.ArgumentParser, *option_classes: type,
-                   skip: tuple[str, ...] = ()) -> None:
-    """The pipeline's options as this command's flags; `pipeline_values` gives back the
-    ones the user set, for PipelineOptions(argv, **values)."""
+def _pipeline_flags(sub: argparse.ArgumentParser, option_classes: tuple[type, ...],
+                    skip: tuple[str, ...]) -> None:
     flags = _DashedFlags(sub, frozenset(skip))
     for cls in option_classes:
         cls._add_argparse_args(flags)
@@ -107,7 +122,8 @@ def pipeline_flags(sub: argparse.ArgumentParser, *option_classes: type,
 
 
 def pipeline_values(args: argparse.Namespace) -> dict[str, Any]:
-    values = {dest: getattr(args, dest) for dest in args.pipeline_dests if hasattr(args, dest)}
+    dests = getattr(args, "pipeline_dests", ())
+    values = {dest: getattr(args, dest) for dest in dests if hasattr(args, dest)}
     return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
 
 
@@ -117,5 +133,5 @@ def beam_args(args: argparse.Namespace) -> list[str]:
     return check_beam_args(args.beam_args)
 
 
-__all__ = ["Commands", "Parser", "beam_args", "date", "output_folder", "pipeline_flags",
-           "pipeline_values", "port", "positive_int"]
+__all__ = ["Commands", "Parser", "beam_args", "date", "output_folder", "pipeline_values",
+           "port", "positive_int"]

@@ -11,7 +11,6 @@ from fraud_detection.cli.args import (
     beam_args,
     date,
     output_folder,
-    pipeline_flags,
     pipeline_values,
     positive_int,
 )
@@ -56,8 +55,6 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(commands: Commands) -> None:
-    from fraud_detection.beam_pipelines.options import InputOptions
-    from fraud_detection.beam_pipelines.validate import ValidateOptions
     from fraud_detection.datagen.world import WorldConfig
 
     world = WorldConfig()
@@ -98,4 +95,11 @@ def register(commands: Commands) -> None:
     val = commands.add("validate", cmd_validate,
                        "check a Parquet dataset with a Beam pipeline; bad rows go to dead "
                        "letters")
-    pipeline_flags(val, InputOptions, ValidateOptions)
+    commands.pipeline_flags("validate", val, _validate_options)
+
+
+def _validate_options() -> tuple[type, ...]:
+    from fraud_detection.beam_pipelines.options import InputOptions
+    from fraud_detection.beam_pipelines.validate import ValidateOptions
+
+    return InputOptions, ValidateOptions

@@ -10,7 +10,6 @@ from fraud_detection.cli.args import (
     Commands,
     beam_args,
     date,
-    pipeline_flags,
     pipeline_values,
     positive_int,
 )
@@ -98,16 +97,20 @@ def _print_report(text: str, report: Path | None) -> None:
         report.write_text(text + "\n")
 
 
-def _feature_flags(sub: argparse.ArgumentParser, reads: bool = True) -> None:
+def _feature_options() -> tuple[type, ...]:
     from fraud_detection.beam_pipelines.feature_table import FeatureOptions
     from fraud_detection.beam_pipelines.options import DetectOptions, InputOptions
 
+    return InputOptions, DetectOptions, FeatureOptions
+
+
+def _feature_flags(commands: Commands, name: str, sub: argparse.ArgumentParser,
+                   reads: bool = True) -> None:
     if reads:
         sub.add_argument("--features", metavar="PREFIX",
                          help="read the table `features --out PREFIX` wrote instead of "
                               "computing it from --input")
-    pipeline_flags(sub, InputOptions, DetectOptions, FeatureOptions,
-                   skip=("model_dir", "features_out"))
+    commands.pipeline_flags(name, sub, _feature_options, skip=("model_dir", "features_out"))
 
 
 def register(commands: Commands) -> None:
@@ -116,7 +119,7 @@ def register(commands: Commands) -> None:
                        "rules' score included) for train and evaluate to read")
     fea.add_argument("--out", required=True, metavar="PREFIX",
                      help="path prefix of the Parquet files, e.g. data/features/world")
-    _feature_flags(fea, reads=False)
+    _feature_flags(commands, "features", fea, reads=False)
 
     trn = commands.add("train", cmd_train, "train the fraud model on labelled history, "
                                            "with the pipeline's features")
@@ -132,7 +135,7 @@ def register(commands: Commands) -> None:
                           "prequential average precision (weeks stepping back from the "
                           "window's end, each fitted on the days before it less the label "
                           "delay) and keep the best; the figures go to grid.json beside it")
-    _feature_flags(trn)
+    _feature_flags(commands, "train", trn)
 
     evl = commands.add("evaluate", cmd_evaluate,
                        "time-split evaluation: the model, the rules and the seed rule side "
@@ -169,4 +172,4 @@ def register(commands: Commands) -> None:
     evl.add_argument("--exclude-known-frauds", action="store_true",
                      help="leave out of the test metrics the accounts with a fraud "
                           "labelled before the test window (already known compromised)")
-    _feature_flags(evl)
+    _feature_flags(commands, "evaluate", evl)

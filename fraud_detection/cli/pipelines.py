@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-from fraud_detection.cli.args import Commands, beam_args, date, pipeline_flags, pipeline_values
+from fraud_detection.cli.args import Commands, beam_args, date, pipeline_values
 from fraud_detection.config import Settings
 from fraud_detection.errors import UsageError
 
@@ -89,26 +89,36 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(commands: Commands) -> None:
+def _batch_options() -> tuple[type, ...]:
     from fraud_detection.beam_pipelines.options import DetectOptions, InputOptions
+
+    return InputOptions, DetectOptions
+
+
+def _stream_options() -> tuple[type, ...]:
+    from fraud_detection.beam_pipelines.options import DetectOptions
     from fraud_detection.beam_pipelines.stream import StreamOptions
 
+    return DetectOptions, StreamOptions
+
+
+def register(commands: Commands) -> None:
     bat = commands.add("batch", cmd_batch,
                        "score a Parquet dataset and write everything to Cassandra "
                        "(idempotent)")
-    pipeline_flags(bat, InputOptions, DetectOptions)
+    commands.pipeline_flags("batch", bat, _batch_options)
 
     bfl = commands.add("backfill", cmd_backfill,
                        "re-score day partitions with the batch pipeline, one day at a time")
     bfl.add_argument("--date", help="one day: YYYY-MM-DD or 'yesterday'")
     bfl.add_argument("--from", dest="from_day", type=date, help="first day")
     bfl.add_argument("--to", dest="to_day", type=date, help="last day")
-    pipeline_flags(bfl, InputOptions, DetectOptions)
+    commands.pipeline_flags("backfill", bfl, _batch_options)
 
     stre = commands.add("stream", cmd_stream,
                         "score the transactions topic live: Kafka -> DetectFraud -> "
                         "Cassandra + alerts")
-    pipeline_flags(stre, DetectOptions, StreamOptions)
+    commands.pipeline_flags("stream", stre, _stream_options)
 
     sch = commands.add("schedule", cmd_schedule,
                        "install (or --print) the crontab entry for the nightly backfill")
