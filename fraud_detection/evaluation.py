@@ -424,7 +424,7 @@ def ablate_rules(pattern: str, values: dict, train_days: int, delay_days: int,
     transactions, invalid = read_valid_transactions(pattern)
     if invalid:
         progress(f"{invalid} invalid rows left out")
-    return rules_ablation(transactions, load_rules(Path(options.rules_source())), train_days,
+    return rules_ablation(transactions, load_rules(Path(options.rules)), train_days,
                           delay_days, test_days, threshold, k, windows=windows,
                           label_delay_days=options.label_delay_days,
                           counterparty_window_days=options.counterparty_window_days)

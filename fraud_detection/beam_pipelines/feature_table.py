@@ -51,9 +51,6 @@ class FeatureView:
     label_delay_days: int
     counterparty_window_days: int
 
-    def rules_source(self) -> str:
-        return self.rules
-
 
 def feature_options(values: Mapping[str, Any]) -> FeatureView:
     """The features pipeline's options from typed values, its defaults filled in."""

@@ -79,13 +79,13 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     dataset = Path(args.input or settings.data_dir)
     if not dataset.is_dir():
         raise UsageError(f"no such dataset folder: {dataset}")
-    line = schedule.cron_line(hour, minute, dataset, Path(args.log).resolve())
+    log = Path(args.log).resolve()
+    line = schedule.cron_line(hour, minute, dataset, log)
     if args.print:
         print(line)
         return 0
-    schedule.install(line, Path(args.log).resolve())
-    print(f"nightly backfill at {hour:02d}:{minute:02d} installed in the crontab; "
-          f"log: {Path(args.log).resolve()}")
+    schedule.install(line, log)
+    print(f"nightly backfill at {hour:02d}:{minute:02d} installed in the crontab; log: {log}")
     return 0
 
 

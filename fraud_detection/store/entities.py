@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fraud_detection.config import Settings
 from fraud_detection.errors import UsageError
 from fraud_detection.records import Account, Bank, Entity, Merchant, User
 from fraud_detection.store import queries
@@ -57,7 +58,7 @@ def _stored(store: Store, entity: Entity) -> Entity | None:
     return find(store, getattr(entity, _PRIMARY[type(entity)][1]))
 
 
-def add_new_entity(settings, kind: str, fields: dict) -> str:
+def add_new_entity(settings: Settings, kind: str, fields: dict) -> str:
     """`add KIND`: the fields checked (a missing time is now), the entity added; its id."""
     import datetime as dt
 
