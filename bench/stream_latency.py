@@ -28,11 +28,15 @@ the timed transactions stored as flagged; each of those also writes the two aler
 and, in `stream`, an alert message (the bare consumer scores nothing: 0%). Re-stamped
 at these rates an account's history is compressed into minutes, so velocity rules fire
 far more often than in the generated world; a larger world (--world-rows) spreads the
-rate over more accounts. Needs `python -m fraud_detection stack up`.
+rate over more accounts. A bare-consumer run of --warm-seconds at 1,000 tx/s comes first,
+unreported: a freshly started Cassandra used 113-119 CPU-seconds on its first 30-second
+run of bare at 1,000 tx/s, 62-71 on the second and 40-50 from the third (its JIT compiles
+for minutes; C1 alone held it at 80). Needs `python -m fraud_detection stack up`.
 
     python bench/stream_latency.py [--rates 200,500,1000,2000] [--seconds 20] [--drain 60]
                                    [--systems bare,stream] [--tick-rate 10]
                                    [--world-rows 300000] [--stream-args "--shards 2"]
+                                   [--warm-seconds 120]
 """
 
 from __future__ import annotations
@@ -94,6 +98,10 @@ class Result:
     @property
     def sustained(self) -> bool:
         return self.stored == self.sent and self.stored_rate >= 0.95 * self.sent_rate
+
+
+# The warm-up run's rate: what the goal is about.
+WARM_RATE = 1_000
 
 
 def fresh_settings(base: dict) -> Settings:
@@ -342,6 +350,10 @@ def main() -> None:
                              "more rows spread the same rate over more accounts")
     parser.add_argument("--stream-args", default="",
                         help="pipeline options for the stream, e.g. \"--shards 2\"")
+    parser.add_argument("--warm-seconds", type=float, default=120.0,
+                        help="seconds of an unreported bare-consumer run at 1,000 tx/s "
+                             "first: a freshly started Cassandra spends its first "
+                             "minutes compiling (3x the CPU per row), 0 to skip")
     parser.add_argument("--cassandra-port", type=int, default=9042)
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
@@ -350,10 +362,16 @@ def main() -> None:
         parser.error(f"--systems: unknown {', '.join(sorted(unknown))}")
     base = {"cassandra_port": args.cassandra_port}
     root = Path(tempfile.mkdtemp(prefix="bench-latency-")) / "world"
-    needed = WARMUP + int(max(rates) * args.seconds) + TICK_ROWS
+    needed = WARMUP + int(max(*rates, WARM_RATE) * max(args.seconds, args.warm_seconds)
+                          ) + TICK_ROWS
     generate(WorldConfig(days=30, seed=13, rows=max(1_000, needed, args.world_rows)), root,
              progress=False)
     world = load_world(root)
+    if args.warm_seconds > 0:
+        warm = measure("bare", WARM_RATE, argparse.Namespace(**{
+            **vars(args), "seconds": args.warm_seconds}), world, base)
+        print(f"  (that run warmed Cassandra up: p99 {warm.percentile(99):.0f} ms, "
+              "not reported)", flush=True)
     results = []
     for rate in rates:
         for system in systems:
