@@ -235,10 +235,9 @@ class _Rows:
 
 @dataclass
 class _Plan:
-    """Fraud rows generated up front (they may span days), and merchant compromises."""
+    """Fraud rows generated up front (they may span days)."""
 
     rows: dict[str, np.ndarray]
-    compromised: list[tuple[int, int, int, float]]  # merchant, from_us, to_us, share
 
 
 def _plan_fraud(cfg: WorldConfig, ent: _Entities, n_regular: int, n_mules: int,
@@ -282,13 +281,21 @@ def _plan_fraud(cfg: WorldConfig, ent: _Entities, n_regular: int, n_mules: int,
         rows.add(victim, times[-1] + int(rng.integers(5 * MINUTE_US, 60 * MINUTE_US)), PAYMENT,
                  CP_MERCHANT, int(rng.integers(0, n_merchants)), big, L_CARD_TESTING)
 
-    # Compromised merchant: a share of its sales over the next weeks are fraud.
-    compromised = []
+    # Compromised merchant: a merchant whose terminal cashes out stolen cards. For the
+    # next weeks, cards of accounts that never shopped there pay at it, a few times a
+    # day, tickets of its own kind; its own customers shop on as before.
+    end_us = start_us + span_days * DAY_US - 1
     for _ in range(max(2, round(scale / 2))):
         merchant = int(rng.integers(0, n_merchants))
         t = incident_time()
-        compromised.append((merchant, t, t + int(rng.integers(14, 29)) * DAY_US,
-                            float(rng.uniform(0.7, 1.0))))
+        days = int(rng.integers(14, 29))
+        n = int(rng.poisson(rng.uniform(4, 9) * days))
+        times = np.minimum(t + np.sort(rng.integers(0, days * DAY_US, n)), end_us)
+        strangers = np.flatnonzero(~(ent.favourites[:n_regular] == merchant).any(axis=1))
+        cards = rng.choice(strangers, n)
+        tickets = ent.merchant_median[merchant] * 100 * rng.lognormal(0.0, 0.6, n)
+        rows.add(cards, times, PAYMENT, CP_MERCHANT, merchant,
+                 np.maximum(np.rint(tickets), 1).astype(np.int64), L_MERCHANT)
 
     # Spending spike: a compromised account spends several times its usual amounts.
     for _ in range(max(3, round(scale * 1.2))):
@@ -313,7 +320,7 @@ def _plan_fraud(cfg: WorldConfig, ent: _Entities, n_regular: int, n_mules: int,
         amounts = (raw // step * step).astype(np.int64)
         rows.add(account, times, CASH_IN, CP_CASH, rng.integers(0, len(ent.atm_ids), n),
                  amounts, L_STRUCTURING)
-    return _Plan(rows.arrays(), compromised)
+    return _Plan(rows.arrays())
 
 
 def _legit_day(ent: _Entities, day_us: int, n: int,
@@ -418,11 +425,6 @@ def generate(cfg: WorldConfig, out: Path, progress: bool = False) -> GenerateRep
     for d in days:
         day_us = start_us + d * DAY_US
         day = _legit_day(ent, day_us, int(per_day[d]), legit_rng)
-        for merchant, t0, t1, share in plan.compromised:
-            hit = ((day["cp_type"] == CP_MERCHANT) & (day["cp"] == merchant)
-                   & (day["time"] >= t0) & (day["time"] < t1))
-            hit &= fraud_rng.random(len(hit)) < share
-            day["label"][hit] = L_MERCHANT
         in_day = (plan.rows["time"] >= day_us) & (plan.rows["time"] < day_us + DAY_US)
         day = {c: np.concatenate([day[c], plan.rows[c][in_day].astype(day[c].dtype)])
                for c in day}

@@ -100,6 +100,20 @@ def test_scenario_shapes(world):
     assert len(tiny) >= 10
     structuring = [r["amount_cents"] for r in rows if r["label"] == "structuring"]
     assert all(800_000 <= a < 1_000_000 and a % 5_000 == 0 for a in structuring)
+    # A compromised merchant cashes out stolen cards: payments from accounts that had
+    # not paid it before, while its own customers' payments stay legitimate.
+    stolen = [r for r in rows if r["label"] == "compromised_merchant"]
+    assert stolen and all(r["tx_type"] == "PAYMENT" for r in stolen)
+    first_paid = {}
+    for r in sorted(rows, key=lambda r: r["event_time"]):
+        if r["label"] == LEGIT and r["counterparty_type"] == "merchant":
+            first_paid.setdefault((r["account_id"], r["counterparty_id"]), r["event_time"])
+    strangers = [r for r in stolen
+                 if first_paid.get((r["account_id"], r["counterparty_id"]),
+                                   r["event_time"]) >= r["event_time"]]
+    assert len(strangers) >= 0.9 * len(stolen)
+    compromised = {r["counterparty_id"] for r in stolen}
+    assert any(r["label"] == LEGIT and r["counterparty_id"] in compromised for r in rows)
 
 
 def test_config_is_checked():
