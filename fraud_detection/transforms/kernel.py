@@ -93,10 +93,16 @@ DERIVED_FEATURES = (*(f"mean_{w}" for w in MEAN_WINDOWS),
 # fraud, smoothed toward PRIOR_FRAUD_RATE; counterparty_risk is that share over
 # window_days, the one rules name. Cash counterparties carry none (0).
 COUNTERPARTY_WINDOWS = (1, 7, 30)
+# Needing no label, so over the days before the transaction's own: the share of the
+# counterparty's transactions whose payer had never paid it before, smoothed toward
+# PRIOR_STRANGER_SHARE. A terminal cashing out stolen cards is paid by strangers.
+STRANGER_WINDOWS = (1, 7)
+PRIOR_STRANGER_SHARE = 0.25
 COUNTERPARTY_FEATURES = (
     "counterparty_risk",
     *(f"counterparty_count_{d}d" for d in COUNTERPARTY_WINDOWS),
     *(f"counterparty_fraud_{d}d" for d in COUNTERPARTY_WINDOWS),
+    *(f"counterparty_strangers_{d}d" for d in STRANGER_WINDOWS),
 )
 FEATURE_NAMES = (*ACCOUNT_FEATURES, *DERIVED_FEATURES, *COUNTERPARTY_FEATURES)
 # The rules' noisy-or is the model's last input: the model learns how far to trust each
@@ -688,14 +694,15 @@ def _encode_accounts(ids: Sequence[str], last: np.ndarray, bucket_code: np.ndarr
 
 # --- counterparty state, risk and the decision ------------------------------------------
 
-COUNTERPARTY_STATE_VERSION = 1
+COUNTERPARTY_STATE_VERSION = 2  # 1 had no strangers: read as none
 _COUNTERPARTY_HEADER = struct.Struct("<BqII")
 
 
 @dataclass
 class CounterpartyState:
-    """Transactions and confirmed frauds per day of one counterparty, for the delay plus
-    the window, and the transactions analysts labelled in that time (counted once)."""
+    """Transactions, confirmed frauds and transactions from new payers per day of one
+    counterparty, for the delay plus the window, and the transactions analysts labelled
+    in that time (counted once)."""
 
     last_micros: int
     days: np.ndarray  # int64 epoch days, ascending
@@ -703,6 +710,7 @@ class CounterpartyState:
     frauds: np.ndarray
     labelled: list[str]  # transaction ids
     labelled_days: np.ndarray  # their epoch days
+    strangers: np.ndarray  # per day: transactions whose payer was new to it
 
 
 def encode_counterparty(state: CounterpartyState) -> bytes:
@@ -710,22 +718,24 @@ def encode_counterparty(state: CounterpartyState) -> bytes:
         _COUNTERPARTY_HEADER.pack(COUNTERPARTY_STATE_VERSION, state.last_micros,
                                   len(state.days), len(state.labelled)),
         state.days.astype("<i4").tobytes(), state.counts.astype("<i4").tobytes(),
-        state.frauds.astype("<i4").tobytes(), state.labelled_days.astype("<i4").tobytes(),
-        _pack_strings(state.labelled)])
+        state.frauds.astype("<i4").tobytes(), state.strangers.astype("<i4").tobytes(),
+        state.labelled_days.astype("<i4").tobytes(), _pack_strings(state.labelled)])
 
 
 def decode_counterparty(blob: bytes) -> CounterpartyState:
     version, last, nd, nl = _COUNTERPARTY_HEADER.unpack_from(blob)
-    if version != COUNTERPARTY_STATE_VERSION:
-        raise ValueError(f"counterparty state version {version}, this code reads "
+    if version not in (1, COUNTERPARTY_STATE_VERSION):
+        raise ValueError(f"counterparty state version {version}, this code reads 1 to "
                          f"{COUNTERPARTY_STATE_VERSION}")
+    arrays = 3 if version == 1 else 4
     at = _COUNTERPARTY_HEADER.size
-    days, counts, frauds = (np.frombuffer(blob, "<i4", nd, at + i * 4 * nd).astype(np.int64)
-                            for i in range(3))
-    at += 12 * nd
+    days, counts, frauds, *rest = (
+        np.frombuffer(blob, "<i4", nd, at + i * 4 * nd).astype(np.int64) for i in range(arrays))
+    at += 4 * arrays * nd
     labelled_days = np.frombuffer(blob, "<i4", nl, at).astype(np.int64)
     return CounterpartyState(last, days, counts, frauds,
-                             _unpack_strings(blob, at + 4 * nl, nl), labelled_days)
+                             _unpack_strings(blob, at + 4 * nl, nl), labelled_days,
+                             rest[0] if rest else np.zeros(nd, np.int64))
 
 
 def risky(table: pa.Table) -> np.ndarray:
@@ -786,11 +796,17 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
                                 *(s.counts for s in decoded.values())])
     day_fraud = np.concatenate([row_fraud[counted].astype(np.int64),
                                 *(s.frauds for s in decoded.values())])
+    # Rows without the account step's features (risk alone) count no stranger.
+    new_payer = (_bools(table, "new_counterparty") if "new_counterparty" in table.column_names
+                 else np.zeros(n, dtype=bool))
+    day_strangers = np.concatenate([new_payer[counted].astype(np.int64),
+                                    *(s.strangers for s in decoded.values())])
     keys = day_code * (1 << 32) + day_day
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
     count = np.concatenate([[0], np.cumsum(day_count[order])])
     fraud = np.concatenate([[0], np.cumsum(day_fraud[order])])
+    stranger = np.concatenate([[0], np.cumsum(day_strangers[order])])
     newest = day - delay_days  # exclusive: labels before it are known
     row_key = np.maximum(code, 0) * (1 << 32)
     hi = np.searchsorted(keys, row_key + newest, side="left")
@@ -811,6 +827,13 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
     features = {"counterparty_risk": window(window_days)[1]}
     for d in COUNTERPARTY_WINDOWS:
         features[f"counterparty_count_{d}d"], features[f"counterparty_fraud_{d}d"] = window(d)
+    before_today = np.searchsorted(keys, row_key + day, side="left")
+    for d in STRANGER_WINDOWS:
+        lo = np.searchsorted(keys, row_key + day - d, side="left")
+        total = count[before_today] - count[lo]
+        share = ((stranger[before_today] - stranger[lo] + PRIOR_WEIGHT * PRIOR_STRANGER_SHARE)
+                 / (total + PRIOR_WEIGHT))
+        features[f"counterparty_strangers_{d}d"] = round6(np.where(counted_row, share, 0.0))
     if not keep_state:
         return features, {}
 
@@ -819,6 +842,7 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
     add_day = np.concatenate([day_day, label_day[label_fraud]])
     add_count = np.concatenate([day_count, np.zeros(int(label_fraud.sum()), np.int64)])
     add_fraud = np.concatenate([day_fraud, np.ones(int(label_fraud.sum()), np.int64)])
+    add_strangers = np.concatenate([day_strangers, np.zeros(int(label_fraud.sum()), np.int64)])
     add_order, add_at = _slices(add_code, len(ids))
     row_order, row_at = _slices(code, len(ids))  # cash rows (code -1) sort before all
     label_order, label_bounds = _slices(label_code, len(ids))
@@ -843,7 +867,8 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
             last, unique, np.bincount(inverse, weights=add_count[keep]).astype(np.int64),
             np.bincount(inverse, weights=add_fraud[keep]).astype(np.int64),
             [x for x, s in zip(labelled, still.tolist(), strict=True) if s],
-            labelled_days[still]))
+            labelled_days[still],
+            np.bincount(inverse, weights=add_strangers[keep]).astype(np.int64)))
     return features, new_states
 
 

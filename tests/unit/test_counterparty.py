@@ -177,7 +177,36 @@ def test_windows_of_one_seven_and_thirty_days_end_the_delay_back():
     assert got == {"counterparty_risk": smoothed(1, 21),
                    "counterparty_count_1d": 1, "counterparty_fraud_1d": smoothed(1, 1),
                    "counterparty_count_7d": 7, "counterparty_fraud_7d": smoothed(1, 7),
-                   "counterparty_count_30d": 21, "counterparty_fraud_30d": smoothed(1, 21)}
+                   "counterparty_count_30d": 21, "counterparty_fraud_30d": smoothed(1, 21),
+                   # Rows without the account step's features name no new payer.
+                   "counterparty_strangers_1d": strangers(0, 1),
+                   "counterparty_strangers_7d": strangers(0, 7)}
+
+
+def strangers(new: int, total: int) -> float:
+    return round((new + PRIOR_WEIGHT * kernel.PRIOR_STRANGER_SHARE) / (total + PRIOR_WEIGHT), 6)
+
+
+def test_a_terminal_paid_by_strangers_shows_from_the_next_day_without_any_label():
+    def at(n: int, hour: int) -> dt.datetime:  # hour of day n, from midnight
+        return dt.datetime(2024, 3, 1, tzinfo=dt.UTC) + dt.timedelta(days=n, hours=hour)
+
+    regulars = [tx(at(n, h), "legit") for n in range(10) for h in (9, 12)]
+    stolen = [tx(at(10, h), "compromised_merchant") for h in range(8)]
+    same_day, next_day = tx(at(10, 20), None), tx(at(11, 1), None)
+    table = _table([*regulars, *stolen, same_day, next_day])
+    ids = table["transaction_id"].to_pylist()
+    known = {t.transaction_id for t in regulars}
+    # The account step's verdict: the regulars know the terminal, the stolen cards do not.
+    table = table.append_column("new_counterparty", pa.array([i not in known for i in ids]))
+    features, _ = kernel.counterparty_features(table, None, None, 7, 28, keep_state=False)
+    share = features["counterparty_strangers_1d"]
+    today, tomorrow = ids.index(same_day.transaction_id), ids.index(next_day.transaction_id)
+    assert share[today] == strangers(0, 2)  # day 9: two regulars
+    assert share[tomorrow] == strangers(9, 9)  # day 10: the stolen cards and the probe
+    assert features["counterparty_strangers_7d"][tomorrow] == strangers(9, 6 * 2 + 9)
+    # Labels count from 7 days back: day 3, two legitimate sales, no fraud known yet.
+    assert features["counterparty_fraud_1d"][tomorrow] == smoothed(0, 2)
 
 
 def _pipeline_tx(i: int, when: dt.datetime, merchant: str, label: str | None) -> Transaction:

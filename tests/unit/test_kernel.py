@@ -148,11 +148,20 @@ def test_a_state_decoded_then_encoded_keeps_every_field() -> None:
     assert back.counterparties == state.counterparties
     cp = kernel.CounterpartyState(1_700_000_000_000_000, np.array([19_700, 19_702]),
                                   np.array([4, 12]), np.array([0, 2]), ["t-1", "t-2"],
-                                  np.array([19_700, 19_702]))
+                                  np.array([19_700, 19_702]), np.array([1, 9]))
     back_cp = kernel.decode_counterparty(kernel.encode_counterparty(cp))
     assert (back_cp.last_micros, back_cp.labelled) == (cp.last_micros, cp.labelled)
-    for name in ("days", "counts", "frauds", "labelled_days"):
+    for name in ("days", "counts", "frauds", "labelled_days", "strangers"):
         assert getattr(back_cp, name).tolist() == getattr(cp, name).tolist(), name
+    # Version 1 had no strangers: its states read as having none.
+    blob = kernel.encode_counterparty(cp)
+    head = kernel._COUNTERPARTY_HEADER
+    days = len(cp.days)
+    v1 = (head.pack(1, *head.unpack_from(blob)[1:])
+          + blob[head.size:head.size + 12 * days] + blob[head.size + 16 * days:])
+    old = kernel.decode_counterparty(v1)
+    assert old.counts.tolist() == [4, 12] and old.labelled == cp.labelled
+    assert old.strangers.tolist() == [0, 0]
 
 
 def test_an_account_at_every_bound_stays_within_max_account_bytes() -> None:
