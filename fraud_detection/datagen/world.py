@@ -290,12 +290,13 @@ def _plan_fraud(cfg: WorldConfig, ent: _Entities, n_regular: int, n_mules: int,
         t = incident_time()
         days = int(rng.integers(14, 29))
         n = int(rng.poisson(rng.uniform(4, 9) * days))
-        times = np.minimum(t + np.sort(rng.integers(0, days * DAY_US, n)), end_us)
+        times = t + np.sort(rng.integers(0, days * DAY_US, n))
         strangers = np.flatnonzero(~(ent.favourites[:n_regular] == merchant).any(axis=1))
         cards = rng.choice(strangers, n)
         tickets = ent.merchant_median[merchant] * 100 * rng.lognormal(0.0, 0.6, n)
-        rows.add(cards, times, PAYMENT, CP_MERCHANT, merchant,
-                 np.maximum(np.rint(tickets), 1).astype(np.int64), L_MERCHANT)
+        inside = times <= end_us  # a compromise may outlast the world: its rest is not
+        rows.add(cards[inside], times[inside], PAYMENT, CP_MERCHANT, merchant,
+                 np.maximum(np.rint(tickets[inside]), 1).astype(np.int64), L_MERCHANT)
 
     # Spending spike: a compromised account spends several times its usual amounts.
     for _ in range(max(3, round(scale * 1.2))):
