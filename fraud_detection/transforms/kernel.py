@@ -738,6 +738,11 @@ def decode_counterparty(blob: bytes) -> CounterpartyState:
                              rest[0] if rest else np.zeros(nd, np.int64))
 
 
+def _smoothed(part: np.ndarray, total: np.ndarray, prior: float) -> np.ndarray:
+    """part / total as if PRIOR_WEIGHT more transactions had had the prior share."""
+    return (part + PRIOR_WEIGHT * prior) / (total + PRIOR_WEIGHT)
+
+
 def risky(table: pa.Table) -> np.ndarray:
     return ~np.isin(_strings(table, "counterparty_type"), list(NO_RISK_TYPES))
 
@@ -796,10 +801,7 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
                                 *(s.counts for s in decoded.values())])
     day_fraud = np.concatenate([row_fraud[counted].astype(np.int64),
                                 *(s.frauds for s in decoded.values())])
-    # Rows without the account step's features (risk alone) count no stranger.
-    new_payer = (_bools(table, "new_counterparty") if "new_counterparty" in table.column_names
-                 else np.zeros(n, dtype=bool))
-    day_strangers = np.concatenate([new_payer[counted].astype(np.int64),
+    day_strangers = np.concatenate([_bools(table, "new_counterparty")[counted].astype(np.int64),
                                     *(s.strangers for s in decoded.values())])
     keys = day_code * (1 << 32) + day_day
     order = np.argsort(keys, kind="stable")
@@ -820,7 +822,7 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
         for i in verdicts:
             frauds = frauds + ((code == label_code[i]) & (t >= label_at[i])
                                & (label_day[i] >= newest - days) & (label_day[i] < newest))
-        share = (frauds + PRIOR_WEIGHT * PRIOR_FRAUD_RATE) / (total + PRIOR_WEIGHT)
+        share = _smoothed(frauds, total, PRIOR_FRAUD_RATE)
         return (np.where(counted_row, total, 0).astype(np.float64),
                 round6(np.where(counted_row, share, 0.0)))
 
@@ -830,9 +832,8 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
     before_today = np.searchsorted(keys, row_key + day, side="left")
     for d in STRANGER_WINDOWS:
         lo = np.searchsorted(keys, row_key + day - d, side="left")
-        total = count[before_today] - count[lo]
-        share = ((stranger[before_today] - stranger[lo] + PRIOR_WEIGHT * PRIOR_STRANGER_SHARE)
-                 / (total + PRIOR_WEIGHT))
+        share = _smoothed(stranger[before_today] - stranger[lo],
+                          count[before_today] - count[lo], PRIOR_STRANGER_SHARE)
         features[f"counterparty_strangers_{d}d"] = round6(np.where(counted_row, share, 0.0))
     if not keep_state:
         return features, {}

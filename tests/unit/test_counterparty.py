@@ -29,8 +29,13 @@ def tx(when: dt.datetime, label: str | None, merchant: str = "m-1",
                        "PAYMENT", 1000, "EUR", label=label)
 
 
-def _table(transactions) -> pa.Table:
-    return kernel.in_order(kernel.table_of(transactions), "counterparty_id")
+def _table(transactions, new_payers: frozenset[str] = frozenset()) -> pa.Table:
+    """As the counterparty step gets them, with the account step's new_counterparty:
+    true for the transaction ids in new_payers."""
+    table = kernel.in_order(kernel.table_of(transactions), "counterparty_id")
+    ids = table["transaction_id"].to_pylist()
+    return table.append_column("new_counterparty",
+                               pa.array([i in new_payers for i in ids], type=pa.bool_()))
 
 
 def smoothed(frauds: int, total: int) -> float:
@@ -178,7 +183,7 @@ def test_windows_of_one_seven_and_thirty_days_end_the_delay_back():
                    "counterparty_count_1d": 1, "counterparty_fraud_1d": smoothed(1, 1),
                    "counterparty_count_7d": 7, "counterparty_fraud_7d": smoothed(1, 7),
                    "counterparty_count_30d": 21, "counterparty_fraud_30d": smoothed(1, 21),
-                   # Rows without the account step's features name no new payer.
+                   # _table names no new payer.
                    "counterparty_strangers_1d": strangers(0, 1),
                    "counterparty_strangers_7d": strangers(0, 7)}
 
@@ -194,11 +199,10 @@ def test_a_terminal_paid_by_strangers_shows_from_the_next_day_without_any_label(
     regulars = [tx(at(n, h), "legit") for n in range(10) for h in (9, 12)]
     stolen = [tx(at(10, h), "compromised_merchant") for h in range(8)]
     same_day, next_day = tx(at(10, 20), None), tx(at(11, 1), None)
-    table = _table([*regulars, *stolen, same_day, next_day])
-    ids = table["transaction_id"].to_pylist()
-    known = {t.transaction_id for t in regulars}
     # The account step's verdict: the regulars know the terminal, the stolen cards do not.
-    table = table.append_column("new_counterparty", pa.array([i not in known for i in ids]))
+    table = _table([*regulars, *stolen, same_day, next_day],
+                   frozenset(t.transaction_id for t in [*stolen, same_day, next_day]))
+    ids = table["transaction_id"].to_pylist()
     features, _ = kernel.counterparty_features(table, None, None, 7, 28, keep_state=False)
     share = features["counterparty_strangers_1d"]
     today, tomorrow = ids.index(same_day.transaction_id), ids.index(next_day.transaction_id)
