@@ -226,8 +226,10 @@ class _WholeShardFn(beam.DoFn):
         else:
             out, _ = self.step.run(rows, labels, None, keep_state=False)
         _count(self, out, self.step)
-        yield out
-
+        # In slices: the runner encodes each output whole, and encoding holds a table
+        # about three times over (on 1M rows the peak RSS of `features` was 4.0 GB).
+        for start in range(0, out.num_rows, _MAX_BOUNDED_ROWS):
+            yield out.slice(start, _MAX_BOUNDED_ROWS)
 
     def _by_arrival(self, rows: pa.Table) -> pa.Table:
         """Each arrival a batch, in arrival order, carrying the state: what a stream whose

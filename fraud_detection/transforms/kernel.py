@@ -1026,20 +1026,28 @@ def features_of(table: pa.Table) -> dict[str, np.ndarray]:
     return out
 
 
-def model_matrix(table: pa.Table, features: Mapping[str, np.ndarray],
-                 rules_score: np.ndarray) -> np.ndarray:
-    """The model's input (MODEL_FEATURES) for every row."""
+def model_columns(table: pa.Table, features: Mapping[str, np.ndarray],
+                  rules_score: np.ndarray) -> list[np.ndarray]:
+    """The model's input (MODEL_FEATURES) for every row, a float64 array per feature."""
     t = micros(table)
     amount, _ = _int_column(table, "amount_cents")
     tx_type, cp_type = _strings(table, "tx_type"), _strings(table, "counterparty_type")
-    columns = [features[name].astype(np.float64) for name in FEATURE_NAMES]
+    columns = [features[name].astype(np.float64, copy=False) for name in FEATURE_NAMES]
     # math.log1p, not numpy's: the same bits on every machine's CPU.
     columns.append(np.array([math.log1p(a) for a in amount.tolist()]))
     columns.append((t // HOUR_MICROS % 24).astype(np.float64))
     columns.extend((tx_type == kind).astype(np.float64) for kind in TX_TYPES)
     columns.extend((cp_type == kind).astype(np.float64) for kind in COUNTERPARTY_TYPES)
     columns.append(np.asarray(rules_score, dtype=np.float64))
-    return np.column_stack(columns) if len(table) else np.zeros((0, len(MODEL_FEATURES)))
+    return columns
+
+
+def model_matrix(table: pa.Table, features: Mapping[str, np.ndarray],
+                 rules_score: np.ndarray) -> np.ndarray:
+    """The model's input (MODEL_FEATURES) for every row, a row per transaction."""
+    if not len(table):
+        return np.zeros((0, len(MODEL_FEATURES)))
+    return np.column_stack(model_columns(table, features, rules_score))
 
 
 @dataclass
@@ -1084,9 +1092,10 @@ def training_rows(table: pa.Table, features: Mapping[str, np.ndarray],
                   rules: Sequence[Rule]) -> pa.Table:
     """What `train` and `evaluate` learn from: each transaction's label and its model
     input (the rules' noisy-or included)."""
-    matrix = model_matrix(table, features, rules_score(rules, table, features)[0])
+    model_input = model_columns(table, features, rules_score(rules, table, features)[0])
     columns = {name: table[name] for name in FEATURE_TABLE_SCHEMA.names[:5]}
-    columns.update((name, pa.array(matrix[:, i])) for i, name in enumerate(MODEL_FEATURES))
+    # Column by column: a whole matrix, then its columns copied out, held it twice more.
+    columns.update(zip(MODEL_FEATURES, map(pa.array, model_input), strict=True))
     return pa.table(columns, schema=FEATURE_TABLE_SCHEMA)
 
 
