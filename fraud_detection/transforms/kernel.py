@@ -98,11 +98,22 @@ COUNTERPARTY_WINDOWS = (1, 7, 30)
 # PRIOR_STRANGER_SHARE. A terminal cashing out stolen cards is paid by strangers.
 STRANGER_WINDOWS = (1, 7)
 PRIOR_STRANGER_SHARE = 0.25
+# Against the counterparty's usual over days [30, 7) back, before any recent burst: a
+# small shop's six new payers a day stand out against its one, which a share shrunk
+# toward the prior hides. In counts: yesterday's new payers, the usual per day (and its
+# share), and how far yesterday and the last 7 days' mean rose above the usual.
+USUAL_STRANGER_DAYS = (30, 7)
+STRANGER_COUNT_FEATURES = (
+    "counterparty_strangers_count_1d", "counterparty_strangers_usual_per_day",
+    "counterparty_strangers_usual_share", "counterparty_strangers_excess_1d",
+    "counterparty_strangers_excess_7d",
+)
 COUNTERPARTY_FEATURES = (
     "counterparty_risk",
     *(f"counterparty_count_{d}d" for d in COUNTERPARTY_WINDOWS),
     *(f"counterparty_fraud_{d}d" for d in COUNTERPARTY_WINDOWS),
     *(f"counterparty_strangers_{d}d" for d in STRANGER_WINDOWS),
+    *STRANGER_COUNT_FEATURES,
 )
 FEATURE_NAMES = (*ACCOUNT_FEATURES, *DERIVED_FEATURES, *COUNTERPARTY_FEATURES)
 # The rules' noisy-or is the model's last input: the model learns how far to trust each
@@ -829,12 +840,24 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
     features = {"counterparty_risk": window(window_days)[1]}
     for d in COUNTERPARTY_WINDOWS:
         features[f"counterparty_count_{d}d"], features[f"counterparty_fraud_{d}d"] = window(d)
-    before_today = np.searchsorted(keys, row_key + day, side="left")
+    def days_back(first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+        """(transactions, strangers) over the days [first, last) back from the row's."""
+        lo = np.searchsorted(keys, row_key + day - first, side="left")
+        hi = np.searchsorted(keys, row_key + day - last, side="left")
+        return count[hi] - count[lo], stranger[hi] - stranger[lo]
+
     for d in STRANGER_WINDOWS:
-        lo = np.searchsorted(keys, row_key + day - d, side="left")
-        share = _smoothed(stranger[before_today] - stranger[lo],
-                          count[before_today] - count[lo], PRIOR_STRANGER_SHARE)
+        total, strangers = days_back(d, 0)
+        share = _smoothed(strangers, total, PRIOR_STRANGER_SHARE)
         features[f"counterparty_strangers_{d}d"] = round6(np.where(counted_row, share, 0.0))
+    usual_from, usual_to = USUAL_STRANGER_DAYS
+    usual_total, usual_strangers = days_back(usual_from, usual_to)
+    usual = usual_strangers / (usual_from - usual_to)
+    yesterday = days_back(1, 0)[1]
+    for name, values in zip(STRANGER_COUNT_FEATURES, (
+            yesterday, usual, _smoothed(usual_strangers, usual_total, PRIOR_STRANGER_SHARE),
+            yesterday - usual, days_back(7, 0)[1] / 7 - usual), strict=True):
+        features[name] = round6(np.where(counted_row, values, 0.0))
     if not keep_state:
         return features, {}
 
@@ -854,7 +877,8 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
         moments = [t[row_order[row_at[c]:row_at[c + 1]]], label_at[mine_labels]]
         last = max([int(m.max()) for m in moments if len(m)]
                    + ([prior.last_micros] if prior else []))
-        oldest = last // DAY_MICROS - delay_days - max(window_days, *COUNTERPARTY_WINDOWS)
+        oldest = last // DAY_MICROS - max(delay_days + max(window_days, *COUNTERPARTY_WINDOWS),
+                                          USUAL_STRANGER_DAYS[0])
         mine = add_order[add_at[c]:add_at[c + 1]]
         keep = mine[add_day[mine] >= oldest]
         unique, inverse = np.unique(add_day[keep], return_inverse=True)

@@ -185,7 +185,13 @@ def test_windows_of_one_seven_and_thirty_days_end_the_delay_back():
                    "counterparty_count_30d": 21, "counterparty_fraud_30d": smoothed(1, 21),
                    # _table names no new payer.
                    "counterparty_strangers_1d": strangers(0, 1),
-                   "counterparty_strangers_7d": strangers(0, 7)}
+                   "counterparty_strangers_7d": strangers(0, 7),
+                   "counterparty_strangers_count_1d": 0,
+                   "counterparty_strangers_usual_per_day": 0,
+                   # Its usual: days [30, 7) back, days 0-20 here.
+                   "counterparty_strangers_usual_share": strangers(0, 21),
+                   "counterparty_strangers_excess_1d": 0,
+                   "counterparty_strangers_excess_7d": 0}
 
 
 def strangers(new: int, total: int) -> float:
@@ -211,6 +217,30 @@ def test_a_terminal_paid_by_strangers_shows_from_the_next_day_without_any_label(
     assert features["counterparty_strangers_7d"][tomorrow] == strangers(9, 6 * 2 + 9)
     # Labels count from 7 days back: day 3, two legitimate sales, no fraud known yet.
     assert features["counterparty_fraud_1d"][tomorrow] == smoothed(0, 2)
+    assert features["counterparty_strangers_count_1d"][tomorrow] == 9
+    assert features["counterparty_strangers_excess_1d"][tomorrow] == 9  # usual: none
+
+
+def test_a_small_shops_burst_of_new_payers_stands_out_against_its_own_usual():
+    def at(n: int, hour: int) -> dt.datetime:
+        return dt.datetime(2024, 3, 1, tzinfo=dt.UTC) + dt.timedelta(days=n, hours=hour)
+
+    regulars = [tx(at(n, 9), "legit") for n in range(31)]
+    walk_ins = [tx(at(n, 15), "legit") for n in range(30)]  # one new payer a day
+    burst = [tx(at(30, h), "compromised_merchant") for h in range(6)]
+    probe = tx(at(31, 1), None)
+    table = _table([*regulars, *walk_ins, *burst, probe],
+                   frozenset(t.transaction_id for t in [*walk_ins, *burst, probe]))
+    features, _ = kernel.counterparty_features(table, None, None, 7, 28, keep_state=False)
+    at_probe = table["transaction_id"].to_pylist().index(probe.transaction_id)
+    got = {name: float(features[name][at_probe]) for name in kernel.STRANGER_COUNT_FEATURES}
+    # Days 1-23 (30 to 7 back) held a walk-in a day among two sales.
+    assert got == {"counterparty_strangers_count_1d": 6,
+                   "counterparty_strangers_usual_per_day": 1,
+                   "counterparty_strangers_usual_share": strangers(23, 46),
+                   "counterparty_strangers_excess_1d": 5,
+                   # Days 24-30: a walk-in a day, and the burst.
+                   "counterparty_strangers_excess_7d": round(12 / 7 - 1, 6)}
 
 
 def _pipeline_tx(i: int, when: dt.datetime, merchant: str, label: str | None) -> Transaction:
