@@ -122,14 +122,15 @@ def run(argv: list[str], settings: Settings,
     """Runs until the pipeline ends (or, with --detach, returns None once submitted).
     values: options as typed values (PipelineOptions keywords), over argv's."""
     options = PipelineOptions(argv, **(values or {}))
-    if not options.view_as(StandardOptions).runner:
-        options.view_as(StandardOptions).runner = "PrismRunner"  # the local streaming one
-    options = with_local_runner(options)
     opts = options.view_as(StreamOptions)
-    detect = options.view_as(DetectOptions)
+    # Before the local runner is resolved: that may build Prism first (minutes).
     if opts.detach and not on_runner_service(options):
         raise UsageError("--detach needs --runner_service: a local runner ends with this "
                          "process")
+    if not options.view_as(StandardOptions).runner:
+        options.view_as(StandardOptions).runner = "PrismRunner"  # the local streaming one
+    options = with_local_runner(options)
+    detect = options.view_as(DetectOptions)
     options.view_as(StandardOptions).streaming = not opts.bounded
     rules = _rules(opts, detect, settings)
     shards = detect.checked_shards()

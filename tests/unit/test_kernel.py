@@ -390,19 +390,6 @@ def test_the_training_table_is_the_per_row_features(table) -> None:
     assert any(r["rules_score"] > 0 for r in training.to_pylist())
 
 
-def test_features_reach_the_model_matrix_in_order(table) -> None:
-    featured, _ = kernel.account_step(table.slice(0, 20), None, keep_state=False)
-    features = kernel.features_of(featured)
-    features.update((name, np.full(featured.num_rows, 0.25))
-                    for name in kernel.COUNTERPARTY_FEATURES)
-    matrix = kernel.model_matrix(featured, features, np.full(featured.num_rows, 0.5))
-    assert matrix.shape == (20, len(MODEL_FEATURES))
-    assert (matrix[:, MODEL_FEATURES.index("rules_score")] == 0.5).all()
-    assert (matrix[:, MODEL_FEATURES.index("counterparty_risk")] == 0.25).all()
-    assert matrix[:, MODEL_FEATURES.index("amount_7d")].tolist() == \
-        featured["amount_7d"].to_pylist()
-
-
 # --- on Beam -------------------------------------------------------------------------------
 
 def _outcome(row: dict) -> tuple:
