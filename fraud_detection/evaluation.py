@@ -372,7 +372,7 @@ def _columns(table: pa.Table) -> tuple[np.ndarray, ...]:
     days = np.array([t.date() for t in table["event_time"].to_pylist()])
     labels = np.array([label or LEGIT for label in table["label"].to_pylist()], dtype=object)
     accounts = np.array(table["account_id"].to_pylist(), dtype=object)
-    vectors = np.column_stack([table[name].to_numpy() for name in MODEL_FEATURES])
+    vectors = model.model_input(table, MODEL_FEATURES)
     return days, labels, labels != LEGIT, accounts, vectors
 
 
