@@ -840,23 +840,24 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
     features = {"counterparty_risk": window(window_days)[1]}
     for d in COUNTERPARTY_WINDOWS:
         features[f"counterparty_count_{d}d"], features[f"counterparty_fraud_{d}d"] = window(d)
+
     def days_back(first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
         """(transactions, strangers) over the days [first, last) back from the row's."""
         lo = np.searchsorted(keys, row_key + day - first, side="left")
         hi = np.searchsorted(keys, row_key + day - last, side="left")
         return count[hi] - count[lo], stranger[hi] - stranger[lo]
 
-    for d in STRANGER_WINDOWS:
-        total, strangers = days_back(d, 0)
+    recent = {d: days_back(d, 0) for d in STRANGER_WINDOWS}
+    for d, (total, strangers) in recent.items():
         share = _smoothed(strangers, total, PRIOR_STRANGER_SHARE)
         features[f"counterparty_strangers_{d}d"] = round6(np.where(counted_row, share, 0.0))
     usual_from, usual_to = USUAL_STRANGER_DAYS
     usual_total, usual_strangers = days_back(usual_from, usual_to)
     usual = usual_strangers / (usual_from - usual_to)
-    yesterday = days_back(1, 0)[1]
+    yesterday, last_week = recent[1][1], recent[7][1]
     for name, values in zip(STRANGER_COUNT_FEATURES, (
             yesterday, usual, _smoothed(usual_strangers, usual_total, PRIOR_STRANGER_SHARE),
-            yesterday - usual, days_back(7, 0)[1] / 7 - usual), strict=True):
+            yesterday - usual, last_week / 7 - usual), strict=True):
         features[name] = round6(np.where(counted_row, values, 0.0))
     if not keep_state:
         return features, {}
