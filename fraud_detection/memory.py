@@ -20,6 +20,14 @@ _kept = False
 _frozen = False
 
 
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Once per process; False where the C library is not glibc (nothing changes)."""
     global _kept
@@ -27,12 +35,8 @@ def keep_freed_memory() -> bool:
         return True
     import pyarrow as pa
 
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
-        mallopt = None
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None)
     if mallopt is None:
         return False
     ok = all(mallopt(option, value) == 1 for option, value in (
@@ -46,6 +50,15 @@ def keep_freed_memory() -> bool:
     pa.set_memory_pool(pa.system_memory_pool())
     _kept = True
     return True
+
+
+def release_freed_memory() -> None:
+    """Hands the memory kept by keep_freed_memory back to the OS, for when a bounded
+    pipeline has ended and the process goes on to other work (train's fit: 1.2 GB of
+    freed pages stayed resident after `features` on 1M rows)."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def freeze_startup_objects() -> None:

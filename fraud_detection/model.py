@@ -232,10 +232,13 @@ def train_on_table(table, folder: Path, since: dt.date | None = None,
         keep &= days >= since
     if until:
         keep &= days <= until
-    table = table.filter(keep)
-    vectors = model_input(table)
-    fraud = np.array([(label or LEGIT) != LEGIT for label in table["label"].to_pylist()],
-                     dtype=int)
+    # Rows picked per column, not by filtering the table: the caller still holds it, and
+    # a filtered copy was 0.4 GB more at the fit's peak on 1M rows.
+    rows = None if keep.all() else np.flatnonzero(keep)
+    vectors = model_input(table, rows=rows)
+    labels = table["label"].to_pylist()
+    fraud = np.array([(labels[i] or LEGIT) != LEGIT
+                      for i in (range(len(labels)) if rows is None else rows)], dtype=int)
     chosen, grid = DEFAULT, None
     if select_model:
         chosen, grid = select(vectors, fraud, days[keep], delay_days)
@@ -245,12 +248,15 @@ def train_on_table(table, folder: Path, since: dt.date | None = None,
     return info, chosen, grid
 
 
-def model_input(table: Any, names: Sequence[str] = MODEL_FEATURES) -> np.ndarray:
-    """A feature table's model input, a row per transaction, filled column by column:
-    stacking a list of each column's copy held the features twice more."""
-    out = np.empty((table.num_rows, len(names)))
+def model_input(table: Any, names: Sequence[str] = MODEL_FEATURES,
+                rows: np.ndarray | None = None) -> np.ndarray:
+    """A feature table's model input (of the given row positions, else every row), a row
+    per transaction, filled column by column: stacking a list of each column's copy held
+    the features twice more."""
+    out = np.empty((table.num_rows if rows is None else len(rows), len(names)))
     for i, name in enumerate(names):
-        out[:, i] = table[name].to_numpy()
+        column = table[name].to_numpy()
+        out[:, i] = column if rows is None else column[rows]
     return out
 
 

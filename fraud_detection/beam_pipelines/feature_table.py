@@ -145,9 +145,12 @@ def feature_table(argv: list[str], values: Mapping[str, Any], prefix: str | None
     from the options' input, into a folder removed after it is read."""
     import tempfile
 
+    from fraud_detection.memory import release_freed_memory
+
     if prefix:
         return read_feature_table(prefix)
     with tempfile.TemporaryDirectory(prefix="fraud-features-") as tmp:
         out = str(Path(tmp) / "features")
         progress(run(argv, {**values, "features_out": out}))
+        release_freed_memory()  # what detection kept for its next batch: there is none
         return read_feature_table(out)
