@@ -108,12 +108,28 @@ STRANGER_COUNT_FEATURES = (
     "counterparty_strangers_usual_share", "counterparty_strangers_excess_1d",
     "counterparty_strangers_excess_7d",
 )
+# The counterparty's usual ticket: the mean and spread of the log amounts paid to it over
+# the 30 days before the transaction's own, smoothed toward a prior ticket of 40.00 (in
+# minor units) with a log spread of 1, as if AMOUNT_PRIOR_WEIGHT more transactions had
+# been that; and this amount's z-score against it. A terminal cashing out stolen cards
+# takes tickets of its own kind from card holders of every level, so the amount stands
+# out against the counterparty's usual, while its customers pay what they usually do.
+AMOUNT_DAYS = 30
+PRIOR_LOG_AMOUNT = math.log(4_000)
+PRIOR_LOG_AMOUNT_VARIANCE = 1.0
+AMOUNT_PRIOR_WEIGHT = 2
+# Log amounts are summed in fixed point (integers: exact, so any split of a history into
+# batches sums to the same features).
+LOG_AMOUNT_UNITS = 1024
+AMOUNT_FEATURES = (f"counterparty_log_amount_{AMOUNT_DAYS}d",
+                   f"counterparty_amount_zscore_{AMOUNT_DAYS}d")
 COUNTERPARTY_FEATURES = (
     "counterparty_risk",
     *(f"counterparty_count_{d}d" for d in COUNTERPARTY_WINDOWS),
     *(f"counterparty_fraud_{d}d" for d in COUNTERPARTY_WINDOWS),
     *(f"counterparty_strangers_{d}d" for d in STRANGER_WINDOWS),
     *STRANGER_COUNT_FEATURES,
+    *AMOUNT_FEATURES,
 )
 FEATURE_NAMES = (*ACCOUNT_FEATURES, *DERIVED_FEATURES, *COUNTERPARTY_FEATURES)
 # The rules' noisy-or is the model's last input: the model learns how far to trust each
@@ -705,7 +721,8 @@ def _encode_accounts(ids: Sequence[str], last: np.ndarray, bucket_code: np.ndarr
 
 # --- counterparty state, risk and the decision ------------------------------------------
 
-COUNTERPARTY_STATE_VERSION = 2  # 1 had no strangers: read as none
+# 1 had no strangers, 2 no amounts: read as none
+COUNTERPARTY_STATE_VERSION = 3
 _COUNTERPARTY_HEADER = struct.Struct("<BqII")
 
 
@@ -722,6 +739,10 @@ class CounterpartyState:
     labelled: list[str]  # transaction ids
     labelled_days: np.ndarray  # their epoch days
     strangers: np.ndarray  # per day: transactions whose payer was new to it
+    # Per day: the sum of its transactions' log amounts, and of their squares, in
+    # LOG_AMOUNT_UNITS (and its square).
+    log_amounts: np.ndarray
+    log_squares: np.ndarray
 
 
 def encode_counterparty(state: CounterpartyState) -> bytes:
@@ -730,12 +751,13 @@ def encode_counterparty(state: CounterpartyState) -> bytes:
                                   len(state.days), len(state.labelled)),
         state.days.astype("<i4").tobytes(), state.counts.astype("<i4").tobytes(),
         state.frauds.astype("<i4").tobytes(), state.strangers.astype("<i4").tobytes(),
+        state.log_amounts.astype("<i8").tobytes(), state.log_squares.astype("<i8").tobytes(),
         state.labelled_days.astype("<i4").tobytes(), _pack_strings(state.labelled)])
 
 
 def decode_counterparty(blob: bytes) -> CounterpartyState:
     version, last, nd, nl = _COUNTERPARTY_HEADER.unpack_from(blob)
-    if version not in (1, COUNTERPARTY_STATE_VERSION):
+    if not 1 <= version <= COUNTERPARTY_STATE_VERSION:
         raise ValueError(f"counterparty state version {version}, this code reads 1 to "
                          f"{COUNTERPARTY_STATE_VERSION}")
     arrays = 3 if version == 1 else 4
@@ -743,10 +765,29 @@ def decode_counterparty(blob: bytes) -> CounterpartyState:
     days, counts, frauds, *rest = (
         np.frombuffer(blob, "<i4", nd, at + i * 4 * nd).astype(np.int64) for i in range(arrays))
     at += 4 * arrays * nd
+    none = np.zeros(nd, np.int64)
+    log_amounts = log_squares = none
+    if version >= 3:
+        log_amounts, log_squares = (np.frombuffer(blob, "<i8", nd, at + i * 8 * nd)
+                                    .astype(np.int64) for i in range(2))
+        at += 16 * nd
     labelled_days = np.frombuffer(blob, "<i4", nl, at).astype(np.int64)
     return CounterpartyState(last, days, counts, frauds,
                              _unpack_strings(blob, at + 4 * nl, nl), labelled_days,
-                             rest[0] if rest else np.zeros(nd, np.int64))
+                             rest[0] if rest else none, log_amounts, log_squares)
+
+
+def _log_amount_units(table: pa.Table) -> np.ndarray:
+    amount, _ = _int_column(table, "amount_cents")
+    amount = np.maximum(amount, 1)
+    return np.rint(np.log(amount) * LOG_AMOUNT_UNITS).astype(np.int64)
+
+
+def _sums(group: np.ndarray, groups: int, values: np.ndarray) -> np.ndarray:
+    """Integer sums per group, exact (bincount's are float64)."""
+    out = np.zeros(groups, np.int64)
+    np.add.at(out, group, values)
+    return out
 
 
 def _smoothed(part: np.ndarray, total: np.ndarray, prior: float) -> np.ndarray:
@@ -814,12 +855,18 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
                                 *(s.frauds for s in decoded.values())])
     day_strangers = np.concatenate([_bools(table, "new_counterparty")[counted].astype(np.int64),
                                     *(s.strangers for s in decoded.values())])
+    log_amount = _log_amount_units(table)
+    day_log = np.concatenate([log_amount[counted], *(s.log_amounts for s in decoded.values())])
+    day_log_sq = np.concatenate([log_amount[counted] ** 2,
+                                 *(s.log_squares for s in decoded.values())])
     keys = day_code * (1 << 32) + day_day
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
     count = np.concatenate([[0], np.cumsum(day_count[order])])
     fraud = np.concatenate([[0], np.cumsum(day_fraud[order])])
     stranger = np.concatenate([[0], np.cumsum(day_strangers[order])])
+    logs = np.concatenate([[0], np.cumsum(day_log[order])])
+    squares = np.concatenate([[0], np.cumsum(day_log_sq[order])])
     newest = day - delay_days  # exclusive: labels before it are known
     row_key = np.maximum(code, 0) * (1 << 32)
     hi = np.searchsorted(keys, row_key + newest, side="left")
@@ -841,11 +888,12 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
     for d in COUNTERPARTY_WINDOWS:
         features[f"counterparty_count_{d}d"], features[f"counterparty_fraud_{d}d"] = window(d)
 
-    def days_back(first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
-        """(transactions, strangers) over the days [first, last) back from the row's."""
+    def days_back(first: int, last: int, *sums: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Transactions and each of sums (cumulative, by key) over the days [first, last)
+        back from the row's; by default sums are the strangers."""
         lo = np.searchsorted(keys, row_key + day - first, side="left")
         hi = np.searchsorted(keys, row_key + day - last, side="left")
-        return count[hi] - count[lo], stranger[hi] - stranger[lo]
+        return tuple(c[hi] - c[lo] for c in (count, *(sums or (stranger,))))
 
     recent = {d: days_back(d, 0) for d in STRANGER_WINDOWS}
     for d, (total, strangers) in recent.items():
@@ -859,6 +907,14 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
             yesterday, usual, _smoothed(usual_strangers, usual_total, PRIOR_STRANGER_SHARE),
             yesterday - usual, last_week / 7 - usual), strict=True):
         features[name] = round6(np.where(counted_row, values, 0.0))
+    n_amounts, log_sum, square_sum = days_back(AMOUNT_DAYS, 0, logs, squares)
+    weight = n_amounts + AMOUNT_PRIOR_WEIGHT
+    mean = (log_sum / LOG_AMOUNT_UNITS + AMOUNT_PRIOR_WEIGHT * PRIOR_LOG_AMOUNT) / weight
+    variance = (square_sum / LOG_AMOUNT_UNITS ** 2 + AMOUNT_PRIOR_WEIGHT * (
+        PRIOR_LOG_AMOUNT_VARIANCE + PRIOR_LOG_AMOUNT ** 2)) / weight - mean ** 2
+    zscore = (log_amount / LOG_AMOUNT_UNITS - mean) / np.sqrt(np.maximum(variance, 1e-6))
+    for name, values in zip(AMOUNT_FEATURES, (mean, zscore), strict=True):
+        features[name] = round6(np.where(counted_row, values, 0.0))
     if not keep_state:
         return features, {}
 
@@ -867,7 +923,9 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
     add_day = np.concatenate([day_day, label_day[label_fraud]])
     add_count = np.concatenate([day_count, np.zeros(int(label_fraud.sum()), np.int64)])
     add_fraud = np.concatenate([day_fraud, np.ones(int(label_fraud.sum()), np.int64)])
-    add_strangers = np.concatenate([day_strangers, np.zeros(int(label_fraud.sum()), np.int64)])
+    no_rows = np.zeros(int(label_fraud.sum()), np.int64)
+    add_strangers = np.concatenate([day_strangers, no_rows])
+    add_log, add_log_sq = np.concatenate([day_log, no_rows]), np.concatenate([day_log_sq, no_rows])
     add_order, add_at = _slices(add_code, len(ids))
     row_order, row_at = _slices(code, len(ids))  # cash rows (code -1) sort before all
     label_order, label_bounds = _slices(label_code, len(ids))
@@ -879,7 +937,7 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
         last = max([int(m.max()) for m in moments if len(m)]
                    + ([prior.last_micros] if prior else []))
         oldest = last // DAY_MICROS - max(delay_days + max(window_days, *COUNTERPARTY_WINDOWS),
-                                          USUAL_STRANGER_DAYS[0])
+                                          USUAL_STRANGER_DAYS[0], AMOUNT_DAYS)
         mine = add_order[add_at[c]:add_at[c + 1]]
         keep = mine[add_day[mine] >= oldest]
         unique, inverse = np.unique(add_day[keep], return_inverse=True)
@@ -894,7 +952,9 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
             np.bincount(inverse, weights=add_fraud[keep]).astype(np.int64),
             [x for x, s in zip(labelled, still.tolist(), strict=True) if s],
             labelled_days[still],
-            np.bincount(inverse, weights=add_strangers[keep]).astype(np.int64)))
+            np.bincount(inverse, weights=add_strangers[keep]).astype(np.int64),
+            _sums(inverse, len(unique), add_log[keep]),
+            _sums(inverse, len(unique), add_log_sq[keep])))
     return features, new_states
 
 

@@ -2,6 +2,7 @@
 and DetectFraud with analysts' labels on Beam."""
 
 import datetime as dt
+import math
 
 import apache_beam as beam
 import pyarrow as pa
@@ -23,10 +24,10 @@ _count = iter(range(10**9))
 
 
 def tx(when: dt.datetime, label: str | None, merchant: str = "m-1",
-       cp_type: str = "merchant") -> Transaction:
+       cp_type: str = "merchant", amount: int = 1000) -> Transaction:
     i = next(_count)
     return Transaction(f"t-{i:06d}", when, "b", f"u-{i % 7}", f"a-{i % 7}", merchant, cp_type,
-                       "PAYMENT", 1000, "EUR", label=label)
+                       "PAYMENT", amount, "EUR", label=label)
 
 
 def _table(transactions, new_payers: frozenset[str] = frozenset()) -> pa.Table:
@@ -41,6 +42,20 @@ def _table(transactions, new_payers: frozenset[str] = frozenset()) -> pa.Table:
 def smoothed(frauds: int, total: int) -> float:
     """The share the kernel gives frauds of total, with its prior."""
     return round((frauds + PRIOR_WEIGHT * PRIOR_FRAUD_RATE) / (total + PRIOR_WEIGHT), 6)
+
+
+def usual_ticket(before: list[int], amount: int) -> tuple[float, float]:
+    """(mean log amount, this amount's z-score) against the tickets before, with the
+    kernel's prior, log amounts in its fixed point."""
+    def log(a: int) -> float:
+        return round(math.log(a) * kernel.LOG_AMOUNT_UNITS) / kernel.LOG_AMOUNT_UNITS
+
+    weight = len(before) + kernel.AMOUNT_PRIOR_WEIGHT
+    prior = kernel.AMOUNT_PRIOR_WEIGHT * kernel.PRIOR_LOG_AMOUNT
+    mean = (sum(map(log, before)) + prior) / weight
+    square = (sum(log(a) ** 2 for a in before) + kernel.AMOUNT_PRIOR_WEIGHT * (
+        kernel.PRIOR_LOG_AMOUNT_VARIANCE + kernel.PRIOR_LOG_AMOUNT ** 2)) / weight
+    return round(mean, 6), round((log(amount) - mean) / math.sqrt(square - mean ** 2), 6)
 
 
 def risk_of(table, labels, states, delay_days, window_days, keep_state=True):
@@ -191,7 +206,10 @@ def test_windows_of_one_seven_and_thirty_days_end_the_delay_back():
                    # Its usual: days [30, 7) back, days 0-20 here.
                    "counterparty_strangers_usual_share": strangers(0, 21),
                    "counterparty_strangers_excess_1d": 0,
-                   "counterparty_strangers_excess_7d": 0}
+                   "counterparty_strangers_excess_7d": 0,
+                   # Its usual ticket: days [30, 0) back, days 0-27 here.
+                   **dict(zip(kernel.AMOUNT_FEATURES, usual_ticket([1000] * 28, 1000),
+                              strict=True))}
 
 
 def strangers(new: int, total: int) -> float:
@@ -296,3 +314,36 @@ def test_detect_fraud_with_a_labels_collection_moves_risk_as_the_kernel_does(tmp
     assert moved and all(k in {t.transaction_id for t in txs if t.counterparty_id == "m-bad"}
                          for k in moved)
     assert max(with_labels.values()) > 0.3
+
+
+def test_a_ticket_unlike_the_counterpartys_usual_stands_out():
+    def at(n: int, hour: int) -> dt.datetime:
+        return dt.datetime(2024, 3, 1, tzinfo=dt.UTC) + dt.timedelta(days=n, hours=hour)
+
+    usual = [900, 1100, 1000, 1200, 800]
+    regulars = [tx(at(n, 9 + k), "legit", amount=a) for n in range(35)
+                for k, a in enumerate(usual)]
+    same, odd = tx(at(35, 10), None, amount=1000), tx(at(35, 11), None, amount=90_000)
+    cash = tx(at(35, 12), None, "atm-1", "cash", amount=90_000)
+    table = _table([*regulars, same, odd, cash])
+    ids = table["transaction_id"].to_pylist()
+    got, _ = kernel.counterparty_features(table, None, None, 7, 28, keep_state=False)
+    before = usual * 30  # days 5-34: the 30 days before the probes' own
+    for probe in (same, odd):
+        row = ids.index(probe.transaction_id)
+        expected = usual_ticket(before, probe.amount_cents)
+        assert (got["counterparty_log_amount_30d"][row],
+                got["counterparty_amount_zscore_30d"][row]) == expected
+    assert got["counterparty_amount_zscore_30d"][ids.index(odd.transaction_id)] > 3
+    assert abs(got["counterparty_amount_zscore_30d"][ids.index(same.transaction_id)]) < 0.5
+    # Cash carries none, as for the other counterparty features.
+    assert got["counterparty_amount_zscore_30d"][ids.index(cash.transaction_id)] == 0
+    # Cut into batches with the state carried, the features are the same.
+    _, state = kernel.counterparty_features(_table(regulars[:100]), None, None, 7, 28)
+    _, state = kernel.counterparty_features(_table(regulars[100:]), None, state, 7, 28)
+    rest, _ = kernel.counterparty_features(_table([same, odd, cash]), None, state, 7, 28,
+                                           keep_state=False)
+    rest_ids = _table([same, odd, cash])["transaction_id"].to_pylist()
+    for name in kernel.AMOUNT_FEATURES:
+        assert [rest[name][rest_ids.index(i)] for i in rest_ids] == \
+            [got[name][ids.index(i)] for i in rest_ids]

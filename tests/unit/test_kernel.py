@@ -148,20 +148,26 @@ def test_a_state_decoded_then_encoded_keeps_every_field() -> None:
     assert back.counterparties == state.counterparties
     cp = kernel.CounterpartyState(1_700_000_000_000_000, np.array([19_700, 19_702]),
                                   np.array([4, 12]), np.array([0, 2]), ["t-1", "t-2"],
-                                  np.array([19_700, 19_702]), np.array([1, 9]))
+                                  np.array([19_700, 19_702]), np.array([1, 9]),
+                                  np.array([38_000, 2**40]), np.array([2**50, 3]))
     back_cp = kernel.decode_counterparty(kernel.encode_counterparty(cp))
     assert (back_cp.last_micros, back_cp.labelled) == (cp.last_micros, cp.labelled)
-    for name in ("days", "counts", "frauds", "labelled_days", "strangers"):
+    for name in ("days", "counts", "frauds", "labelled_days", "strangers", "log_amounts",
+                 "log_squares"):
         assert getattr(back_cp, name).tolist() == getattr(cp, name).tolist(), name
-    # Version 1 had no strangers: its states read as having none.
+    # Version 1 had no strangers and version 2 no amounts: they read as none.
     blob = kernel.encode_counterparty(cp)
     head = kernel._COUNTERPARTY_HEADER
     days = len(cp.days)
-    v1 = (head.pack(1, *head.unpack_from(blob)[1:])
-          + blob[head.size:head.size + 12 * days] + blob[head.size + 16 * days:])
-    old = kernel.decode_counterparty(v1)
-    assert old.counts.tolist() == [4, 12] and old.labelled == cp.labelled
-    assert old.strangers.tolist() == [0, 0]
+    rest = blob[head.size + 32 * days:]  # labelled days and ids
+    v2 = head.pack(2, *head.unpack_from(blob)[1:]) + blob[head.size:head.size + 16 * days] + rest
+    v1 = head.pack(1, *head.unpack_from(blob)[1:]) + blob[head.size:head.size + 12 * days] + rest
+    for old_blob, strangers in ((v1, [0, 0]), (v2, [1, 9])):
+        old = kernel.decode_counterparty(old_blob)
+        assert old.counts.tolist() == [4, 12] and old.labelled == cp.labelled
+        assert old.labelled_days.tolist() == [19_700, 19_702]
+        assert old.strangers.tolist() == strangers
+        assert old.log_amounts.tolist() == old.log_squares.tolist() == [0, 0]
 
 
 def test_an_account_at_every_bound_stays_within_max_account_bytes() -> None:
