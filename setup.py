@@ -21,6 +21,7 @@ setup(
         "pyyaml==6.*",
         "tqdm==4.*",
         "scikit-learn==1.*",
+        "lightgbm==4.*",
         "argon2-cffi==25.*",
     ],
     extras_require={

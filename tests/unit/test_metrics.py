@@ -295,3 +295,27 @@ def test_rules_ablation_rows_are_the_model_with_each_rule_set(transactions):
         table = kernel.detect(transactions, kernel.Decider(subset), features_only=True)
         ap = evaluate_table(table, 10, 2, 7, 0.5, k=10).systems[0].average_precision
         assert rows[name].startswith(f"{ap:.3f} ("), name
+
+
+def test_every_family_of_the_grid_trains_the_same_model_twice_and_scores_after_reload(
+        feature_table, tmp_path):
+    from fraud_detection import model
+
+    vectors = np.column_stack([feature_table[n].to_numpy() for n in model.MODEL_FEATURES])
+    fraud = np.array([label not in (None, "legit") for label in
+                      feature_table["label"].to_pylist()]).astype(int)
+    families = {candidate.family: candidate for candidate in reversed(model.GRID)}
+    assert "lightgbm" in families
+    for family, candidate in families.items():
+        first = model.train(vectors, fraud, 3, candidate).predict_proba(vectors)[:, 1]
+        trained = model.train(vectors, fraud, 3, candidate)
+        # A random forest on two threads sums its trees in the order they finish: the
+        # last bit may differ.
+        np.testing.assert_allclose(trained.predict_proba(vectors)[:, 1], first, rtol=1e-12,
+                                   atol=1e-15, err_msg=family)
+        model.save(trained, tmp_path / family.replace(" ", "-"), len(fraud),
+                   int(fraud.sum()), candidate=candidate)
+        loaded, info = model.load(tmp_path / family.replace(" ", "-"))
+        assert info.params["family"] == family
+        np.testing.assert_allclose(loaded.predict_proba(vectors)[:, 1], first, rtol=1e-12,
+                                   atol=1e-15, err_msg=family)
