@@ -260,17 +260,22 @@ def train_on_table(table, folder: Path, since: dt.date | None = None,
     rows = np.flatnonzero(keep)
     labels = table["label"].to_pylist()
     fraud = np.array([(labels[i] or LEGIT) != LEGIT for i in rows], dtype=int)
-    chosen, grid = DEFAULT, None
-    if select_model:
-        chosen, grid = select(model_input(table, rows=rows), fraud, days[keep], delay_days)
-    # Only the rows the fit samples are built, picked column by column rather than by
-    # filtering the table, which the caller still holds: on 1M rows the whole window's
-    # input and a filtered copy of the table were 0.7 GB more at the fit.
+    chosen, grid, vectors = DEFAULT, None, None
+    if select_model:  # the folds need the whole window's input
+        vectors = model_input(table, rows=rows)
+        chosen, grid = select(vectors, fraud, days[keep], delay_days)
+    # Otherwise only the rows the fit samples are built, picked column by column rather
+    # than by filtering the table, which the caller still holds: on 1M rows the whole
+    # window's input and a filtered copy of the table were 0.7 GB more at the fit.
     window_rows, window_frauds = len(fraud), int(fraud.sum())
     sample, weights = training_sample(fraud)
     if sample is not None:
         rows, fraud = rows[sample], fraud[sample]
-    trained = fit(model_input(table, rows=rows), fraud, weights, 0, chosen)
+    if vectors is None:
+        vectors = model_input(table, rows=rows)
+    elif sample is not None:
+        vectors = vectors[sample]
+    trained = fit(vectors, fraud, weights, 0, chosen)
     info = save(trained, folder, window_rows, window_frauds, candidate=chosen, grid=grid,
                 settings=settings)
     return info, chosen, grid

@@ -728,8 +728,8 @@ _COUNTERPARTY_HEADER = struct.Struct("<BqII")
 
 @dataclass
 class CounterpartyState:
-    """Transactions, confirmed frauds and transactions from new payers per day of one
-    counterparty, for the delay plus the window, and the transactions analysts labelled
+    """Transactions, confirmed frauds, transactions from new payers and their amounts per
+    day of one counterparty, for the delay plus the window, and the transactions analysts labelled
     in that time (counted once)."""
 
     last_micros: int
@@ -921,9 +921,9 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
     # The new state of each counterparty in the batch (few per streaming batch).
     add_code = np.concatenate([day_code, label_code[label_fraud]])
     add_day = np.concatenate([day_day, label_day[label_fraud]])
-    add_count = np.concatenate([day_count, np.zeros(int(label_fraud.sum()), np.int64)])
-    add_fraud = np.concatenate([day_fraud, np.ones(int(label_fraud.sum()), np.int64)])
-    no_rows = np.zeros(int(label_fraud.sum()), np.int64)
+    no_rows = np.zeros(int(label_fraud.sum()), np.int64)  # a verdict adds a fraud only
+    add_count = np.concatenate([day_count, no_rows])
+    add_fraud = np.concatenate([day_fraud, no_rows + 1])
     add_strangers = np.concatenate([day_strangers, no_rows])
     add_log, add_log_sq = np.concatenate([day_log, no_rows]), np.concatenate([day_log_sq, no_rows])
     add_order, add_at = _slices(add_code, len(ids))
