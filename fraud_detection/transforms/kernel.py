@@ -777,17 +777,81 @@ def decode_counterparty(blob: bytes) -> CounterpartyState:
                              rest[0] if rest else none, log_amounts, log_squares)
 
 
+@dataclass
+class _CounterpartyPriors:
+    """The states of a batch's counterparties, flat: one entry per (counterparty, day)."""
+
+    code: np.ndarray  # the counterparty's index in the batch's ids
+    days: np.ndarray
+    counts: np.ndarray
+    frauds: np.ndarray
+    strangers: np.ndarray
+    log_amounts: np.ndarray
+    log_squares: np.ndarray
+    last: np.ndarray  # per id: the state's last_micros, INT64_MIN without a state
+    labelled: dict[int, tuple[list[str], np.ndarray]]  # per code with any: ids, days
+
+
+def _decode_counterparties(ids: Sequence[str], states: Mapping[str, bytes]
+                           ) -> _CounterpartyPriors:
+    """Every state among ids at once: per state only its header is read in Python."""
+    last = np.full(len(ids), np.iinfo(np.int64).min, dtype=np.int64)
+    codes, small, large, labelled = [], [], [], {}
+    header = _COUNTERPARTY_HEADER
+    for c, cp_id in enumerate(ids):
+        blob = states.get(cp_id)
+        if blob is None:
+            continue
+        version, last[c], nd, nl = header.unpack_from(blob)
+        if version == COUNTERPARTY_STATE_VERSION:
+            at = header.size
+            small.append(np.frombuffer(blob, "<i4", 4 * nd, at).reshape(4, nd))
+            large.append(np.frombuffer(blob, "<i8", 2 * nd, at + 16 * nd).reshape(2, nd))
+            if nl:
+                at += 32 * nd
+                labelled[c] = (_unpack_strings(blob, at + 4 * nl, nl),
+                               np.frombuffer(blob, "<i4", nl, at).astype(np.int64))
+        else:
+            old = decode_counterparty(blob)
+            small.append(np.stack([old.days, old.counts, old.frauds, old.strangers]))
+            large.append(np.stack([old.log_amounts, old.log_squares]))
+            if old.labelled:
+                labelled[c] = (old.labelled, old.labelled_days)
+        codes.append(np.full(nd, c, dtype=np.int64))
+    four = np.concatenate(small, axis=1).astype(np.int64) if small \
+        else np.zeros((4, 0), np.int64)
+    two = np.concatenate(large, axis=1).astype(np.int64) if large \
+        else np.zeros((2, 0), np.int64)
+    code = np.concatenate(codes) if codes else np.zeros(0, np.int64)
+    return _CounterpartyPriors(code, *four, *two, last, labelled)
+
+
+def _encode_counterparties(ids: Sequence[str], last: np.ndarray, code: np.ndarray,
+                           day: np.ndarray, sums: Sequence[np.ndarray],
+                           labelled: Mapping[int, tuple[list[str], np.ndarray]]
+                           ) -> dict[str, bytes]:
+    """Each id's encode_counterparty, from its day entries (code, day ascending; sums:
+    counts, frauds, strangers, log amounts, log squares) and labelled transactions."""
+    bounds = np.searchsorted(code, np.arange(len(ids) + 1)).tolist()
+    small = np.stack([day, *sums[:3]]).astype("<i4")
+    large = np.stack(sums[3:]).astype("<i8")
+    header = _COUNTERPARTY_HEADER.pack
+    none: tuple[list[str], np.ndarray] = ([], np.zeros(0, np.int64))
+    states: dict[str, bytes] = {}
+    for c, (cp_id, latest) in enumerate(zip(ids, last.tolist(), strict=True)):
+        lo, hi = bounds[c], bounds[c + 1]
+        names, days = labelled.get(c, none)
+        states[cp_id] = b"".join((
+            header(COUNTERPARTY_STATE_VERSION, latest, hi - lo, len(names)),
+            small[:, lo:hi].tobytes(), large[:, lo:hi].tobytes(),
+            days.astype("<i4").tobytes(), _pack_strings(names) if names else b""))
+    return states
+
+
 def _log_amount_units(table: pa.Table) -> np.ndarray:
     amount, _ = _int_column(table, "amount_cents")
     amount = np.maximum(amount, 1)
     return np.rint(np.log(amount) * LOG_AMOUNT_UNITS).astype(np.int64)
-
-
-def _sums(group: np.ndarray, groups: int, values: np.ndarray) -> np.ndarray:
-    """Integer sums per group, exact (bincount's are float64)."""
-    out = np.zeros(groups, np.int64)
-    np.add.at(out, group, values)
-    return out
 
 
 def _smoothed(part: np.ndarray, total: np.ndarray, prior: float) -> np.ndarray:
@@ -802,12 +866,6 @@ def risky(table: pa.Table) -> np.ndarray:
 def _is_fraud(table: pa.Table, name: str = "label") -> np.ndarray:
     labels = table[name].combine_chunks()
     return pc.fill_null(pc.not_equal(labels, LEGIT), False).to_numpy(zero_copy_only=False)
-
-
-def _slices(codes: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """(order, bounds): codes[order] sorted; group g is order[bounds[g]:bounds[g + 1]]."""
-    order = np.argsort(codes, kind="stable")
-    return order, np.searchsorted(codes[order], np.arange(groups + 1))
 
 
 def counterparty_features(table: pa.Table, labels: pa.Table | None,
@@ -830,13 +888,13 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
     code = np.full(n, -1, dtype=np.int64)
     if counted.any():
         code[counted] = _codes(cp[counted], ids)
-    decoded = {c: decode_counterparty(states[i]) for c, i in enumerate(ids) if i in states}
+    prior = _decode_counterparties(ids, states)
     # Analysts' labels, each transaction counted once: not in the state, first in the batch.
     label_ids = _strings(labels, "transaction_id")
     label_code = _codes(label_cp, ids) if labels.num_rows else np.zeros(0, np.int64)
     label_at = micros(labels, "labelled_at")
     label_day = micros(labels, "transaction_time") // DAY_MICROS
-    seen = {(c, x) for c, s in decoded.items() for x in s.labelled}
+    seen = {(c, x) for c, (names, _) in prior.labelled.items() for x in names}
     fresh = np.zeros(labels.num_rows, dtype=bool)
     for i in np.argsort(label_at, kind="stable").tolist():
         pair = (int(label_code[i]), label_ids[i])
@@ -846,19 +904,15 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
 
     # Per (counterparty, day): transactions and frauds, of the state and of the batch.
     row_fraud = _is_fraud(table)
-    day_code = np.concatenate([code[counted], *(np.full(len(s.days), c, np.int64)
-                                                for c, s in decoded.items())])
-    day_day = np.concatenate([day[counted], *(s.days for s in decoded.values())])
-    day_count = np.concatenate([np.ones(int(counted.sum()), np.int64),
-                                *(s.counts for s in decoded.values())])
-    day_fraud = np.concatenate([row_fraud[counted].astype(np.int64),
-                                *(s.frauds for s in decoded.values())])
+    day_code = np.concatenate([code[counted], prior.code])
+    day_day = np.concatenate([day[counted], prior.days])
+    day_count = np.concatenate([np.ones(int(counted.sum()), np.int64), prior.counts])
+    day_fraud = np.concatenate([row_fraud[counted].astype(np.int64), prior.frauds])
     day_strangers = np.concatenate([_bools(table, "new_counterparty")[counted].astype(np.int64),
-                                    *(s.strangers for s in decoded.values())])
+                                    prior.strangers])
     log_amount = _log_amount_units(table)
-    day_log = np.concatenate([log_amount[counted], *(s.log_amounts for s in decoded.values())])
-    day_log_sq = np.concatenate([log_amount[counted] ** 2,
-                                 *(s.log_squares for s in decoded.values())])
+    day_log = np.concatenate([log_amount[counted], prior.log_amounts])
+    day_log_sq = np.concatenate([log_amount[counted] ** 2, prior.log_squares])
     keys = day_code * (1 << 32) + day_day
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
@@ -918,43 +972,39 @@ def counterparty_features(table: pa.Table, labels: pa.Table | None,
     if not keep_state:
         return features, {}
 
-    # The new state of each counterparty in the batch (few per streaming batch).
-    add_code = np.concatenate([day_code, label_code[label_fraud]])
-    add_day = np.concatenate([day_day, label_day[label_fraud]])
-    no_rows = np.zeros(int(label_fraud.sum()), np.int64)  # a verdict adds a fraud only
-    add_count = np.concatenate([day_count, no_rows])
-    add_fraud = np.concatenate([day_fraud, no_rows + 1])
-    add_strangers = np.concatenate([day_strangers, no_rows])
-    add_log, add_log_sq = np.concatenate([day_log, no_rows]), np.concatenate([day_log_sq, no_rows])
-    add_order, add_at = _slices(add_code, len(ids))
-    row_order, row_at = _slices(code, len(ids))  # cash rows (code -1) sort before all
-    label_order, label_bounds = _slices(label_code, len(ids))
-    new_states: dict[str, bytes] = {}
-    for c, cp_id in enumerate(ids):
-        prior = decoded.get(c)
-        mine_labels = label_order[label_bounds[c]:label_bounds[c + 1]]
-        moments = [t[row_order[row_at[c]:row_at[c + 1]]], label_at[mine_labels]]
-        last = max([int(m.max()) for m in moments if len(m)]
-                   + ([prior.last_micros] if prior else []))
-        oldest = last // DAY_MICROS - max(delay_days + max(window_days, *COUNTERPARTY_WINDOWS),
-                                          USUAL_STRANGER_DAYS[0], AMOUNT_DAYS)
-        mine = add_order[add_at[c]:add_at[c + 1]]
-        keep = mine[add_day[mine] >= oldest]
-        unique, inverse = np.unique(add_day[keep], return_inverse=True)
-        new_labels = mine_labels[fresh[mine_labels]]
-        labelled = (prior.labelled if prior else []) + label_ids[new_labels].tolist()
-        labelled_days = np.concatenate([prior.labelled_days if prior else np.zeros(0, np.int64),
-                                        label_day[new_labels]])
-        # Verdicts on transactions older than the window can no longer count.
-        still = labelled_days >= oldest
-        new_states[cp_id] = encode_counterparty(CounterpartyState(
-            last, unique, np.bincount(inverse, weights=add_count[keep]).astype(np.int64),
-            np.bincount(inverse, weights=add_fraud[keep]).astype(np.int64),
-            [x for x, s in zip(labelled, still.tolist(), strict=True) if s],
-            labelled_days[still],
-            np.bincount(inverse, weights=add_strangers[keep]).astype(np.int64),
-            _sums(inverse, len(unique), add_log[keep]),
-            _sums(inverse, len(unique), add_log_sq[keep])))
+    # The new state of each counterparty in the batch, all at once: its day entries of
+    # the state, the rows and analysts' fraud verdicts (a fraud, no transaction), from
+    # the oldest day any window reaches back from its last moment.
+    last = prior.last.copy()
+    np.maximum.at(last, code[counted], t[counted])
+    np.maximum.at(last, label_code, label_at)
+    oldest = last // DAY_MICROS - max(delay_days + max(window_days, *COUNTERPARTY_WINDOWS),
+                                      USUAL_STRANGER_DAYS[0], AMOUNT_DAYS)
+    verdict_code, verdict_day = label_code[label_fraud], label_day[label_fraud]
+    no_rows = np.zeros(len(verdict_code), np.int64)
+    add_code = np.concatenate([day_code, verdict_code])
+    add_day = np.concatenate([day_day, verdict_day])
+    keep = add_day >= oldest[add_code]
+    key, *sums = _group_sums(
+        (add_code * (1 << 32) + add_day)[keep],
+        *(np.concatenate([values, extra])[keep]
+          for values, extra in ((day_count, no_rows), (day_fraud, no_rows + 1),
+                                (day_strangers, no_rows), (day_log, no_rows),
+                                (day_log_sq, no_rows))))
+    # Labelled transactions, recorded once: the state's and the batch's fresh verdicts,
+    # as long as their day is within reach.
+    labelled: dict[int, tuple[list[str], np.ndarray]] = {}
+    new_labels = np.flatnonzero(fresh)
+    for c in set(prior.labelled) | set(label_code[new_labels].tolist()):
+        mine = new_labels[label_code[new_labels] == c]
+        names, days = prior.labelled.get(c, ([], np.zeros(0, np.int64)))
+        names = names + label_ids[mine].tolist()
+        days = np.concatenate([days, label_day[mine]])
+        still = days >= oldest[c]
+        labelled[c] = ([x for x, s in zip(names, still.tolist(), strict=True) if s],
+                       days[still])
+    new_states = _encode_counterparties(ids, last, key >> 32, key & 0xFFFFFFFF, sums,
+                                        labelled)
     return features, new_states
 
 
