@@ -30,6 +30,7 @@ setup(
             "hypothesis==6.*",
             "ruff==0.17.*",
             "selenium==4.*",
+            "confluent-kafka==2.*",  # bench/stream_latency.py's sender only
         ],
     },
     entry_points={"console_scripts": ["fraud-detection=fraud_detection.cli:main"]},
