@@ -192,7 +192,7 @@ def bare_consumer(settings) -> None:
     SIGTERM."""
     from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
-    from fraud_detection.io.cassandra import one_request, packed, serialized_rows
+    from fraud_detection.io.cassandra import encoded_rows
     from fraud_detection.records import ScoredTransaction, validate_transaction
     from fraud_detection.store.keyspace import connect
     from fraud_detection.store.tables import STATEMENTS, scored_table_rows
@@ -220,10 +220,10 @@ def bare_consumer(settings) -> None:
                     tx, _ = validate_transaction(json.loads(record.value))
                     if tx is not None:
                         scored.append(ScoredTransaction(tx, 0.0, False))
-            rows = serialized_rows(prepared, scored_table_rows(scored_table(scored))) \
-                if scored else []
-            futures = [store.session.execute_async(one_request(prepared, request, True))
-                       for request in packed(r for _, r in rows)]
+            encoded = encoded_rows(prepared, scored_table_rows(scored_table(scored))) \
+                if scored else None
+            futures = [store.session.execute_async(encoded.request(prepared, start, stop))
+                       for start, stop in encoded.spans()] if encoded else []
             for future in futures:
                 future.result()
             if offsets:

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
@@ -55,11 +57,20 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:500]
 
 
-# Rows one request carries at most: consecutive records share a request, since each
-# request costs the driver more than its rows do (20k transactions: 4.1 s of client CPU
-# one record a request, 2.4 s eight). 20 rows stay under Cassandra's default
-# batch_size_fail_threshold (50 KiB) even when every record is flagged (~830 B a row).
+# Consecutive records share a request, since each request costs the driver and Cassandra
+# more than its rows do. Records given as values (bound by the driver) go ROWS_PER_REQUEST
+# rows at a time. Serialized rows have known sizes: a request takes them up to
+# REQUEST_BYTES, under the stack's batch_size_warn_threshold (24 KiB) and far under
+# Cassandra's default fail threshold (50 KiB), and up to REQUEST_ROWS rows, the
+# partitions it may span (the stack's unlogged_batch_across_partitions_warn_threshold).
+# On 20k scored transactions in 100-row tables, 20 rows a request cost the sink 240 µs of
+# CPU a transaction, 64 rows and 16 KiB ~210.
 ROWS_PER_REQUEST = 20
+REQUEST_BYTES = 16 * 1024
+REQUEST_ROWS = 64
+# What a row adds to a batch request besides its values' bytes: its kind, its query id's
+# length and its value count, and each value's length.
+_ROW_BYTES, _VALUE_BYTES = 5, 4
 
 
 # CQL types whose values are fixed-width big-endian numbers: the numpy type they take.
@@ -74,11 +85,18 @@ def serialized_column(cql_type: Any, column: pa.Array, protocol_version: int,
                       ) -> list[bytes | None]:
     """A column's values as the driver would serialize each for cql_type (None for
     null), computed for the whole column at once where the type allows."""
+    return _serialized(cql_type, column, protocol_version)[0]
+
+
+def _serialized(cql_type: Any, column: pa.Array, protocol_version: int,
+                ) -> tuple[list[bytes | None], np.ndarray]:
+    """serialized_column, and each value's length in bytes (0 for null)."""
     name = cql_type.__name__
     nulls = column.null_count
     if name in _TEXT and (pa.types.is_string(column.type) or pa.types.is_large_string(
             column.type)):
-        return column.cast(pa.binary()).to_pylist()
+        binary = column.cast(pa.binary())
+        return binary.to_pylist(), pc.binary_length(binary).fill_null(0).to_numpy()
     unit = getattr(column.type, "unit", None)
     width = _FIXED_WIDTH.get(name)
     numeric = (name == "DateType" and pa.types.is_timestamp(column.type)
@@ -88,8 +106,10 @@ def serialized_column(cql_type: Any, column: pa.Array, protocol_version: int,
          and (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
               or pa.types.is_boolean(column.type)))
     if not numeric:  # the driver's own serializer, value by value
-        return [None if v is None else cql_type.serialize(v, protocol_version)
-                for v in column.to_pylist()]
+        out = [None if v is None else cql_type.serialize(v, protocol_version)
+               for v in column.to_pylist()]
+        return out, np.fromiter((0 if v is None else len(v) for v in out), np.int64,
+                                len(out))
     if name == "DateType":
         values = np.floor_divide(column.cast(pa.int64()).fill_null(0).to_numpy(),
                                  _UNIT_PER_MS[unit])
@@ -104,64 +124,134 @@ def serialized_column(cql_type: Any, column: pa.Array, protocol_version: int,
     if nulls:
         for i in np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False)).tolist():
             out[i] = None
-    return out
+    return out, np.full(len(out), packed.itemsize, np.int64)
 
 
-def _statement(prepared: Any, values: tuple, serialized: bool) -> Any:
+def _bound(prepared: Any, values: tuple) -> Any:
+    """A prepared statement bound to values that are already the protocol's bytes."""
     from cassandra.query import BoundStatement
 
-    if serialized:  # already the protocol's bytes: bound as they are
-        bound = BoundStatement(prepared)
-        bound.values = values
-        return bound
-    return prepared.bind(values)
+    bound = BoundStatement(prepared)
+    bound.values = values
+    return bound
 
 
-def one_request(prepared: Mapping[str, Any], rows: Sequence[RowWrite],
-                serialized: bool = False) -> Any:
-    """Rows as one statement: an unlogged batch when there are several (one request
-    instead of one per row; a node applies it all or nothing). serialized: the rows'
-    values are serialized_rows' bytes, not values for the driver to bind."""
+def one_request(prepared: Mapping[str, Any], rows: Sequence[RowWrite]) -> Any:
+    """Rows given as values (the driver binds them) as one statement: an unlogged batch
+    when there are several (one request instead of one per row; a node applies it all
+    or nothing)."""
     from cassandra.query import BatchStatement, BatchType
 
     if len(rows) == 1:
         table, values = rows[0]
-        return _statement(prepared[table], values, serialized)
+        return prepared[table].bind(values)
     batch = BatchStatement(batch_type=BatchType.UNLOGGED)
     for table, values in rows:
-        batch.add(_statement(prepared[table], values, serialized))
+        batch.add(prepared[table].bind(values))
     return batch
 
 
-def serialized_rows(prepared: Mapping[str, Any], rows: TableRows,
-                    ) -> list[tuple[str, list[RowWrite]]]:
-    """A batch's column-wise rows -> (position, its rows) per record, each row's values
-    the protocol's bytes: each column serialized once, for the type its prepared
-    statement binds, whichever statements bind it."""
-    per_record: list[list[RowWrite]] = [[] for _ in rows.positions]
-    done: dict[tuple[int, str], list[bytes | None]] = {}
+def _batch(prepared: Mapping[str, Any], first: RowWrite, added: list[tuple]) -> Any:
+    """An unlogged batch of serialized rows in the driver's own form of an added bound
+    row (True, query id, values): what BatchStatement.add stores, without a
+    BoundStatement a row. It routes by its first row, as add does."""
+    from cassandra.query import BatchStatement, BatchType
+
+    batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+    batch._statements_and_parameters = added
+    batch._update_state(_bound(prepared[first[0]], first[1]))
+    return batch
+
+
+@dataclass(frozen=True)
+class EncodedRows:
+    """A batch of records' rows, each value the protocol's bytes, per statement in record
+    order: a request takes the rows of a range of records."""
+
+    positions: list[str]  # per record: where it was read, "" if unknown
+    # per statement: its table, the records that write a row to it (ascending), and
+    # those rows as the driver adds bound rows to a batch (True, query id, values)
+    statements: list[tuple[str, np.ndarray, list[tuple]]]
+    sizes: np.ndarray  # per record: the bytes its rows add to a request
+    counts: np.ndarray  # per record: its rows
+
+    def _slices(self, start: int, stop: int) -> Iterator[tuple[str, list[tuple]]]:
+        for table, records, added in self.statements:
+            low, high = np.searchsorted(records, (start, stop)).tolist()
+            if high > low:
+                yield table, added[low:high]
+
+    def rows(self, start: int, stop: int) -> list[RowWrite]:
+        """The rows of records start..stop-1, as (table, values)."""
+        return [(table, row[2]) for table, added in self._slices(start, stop)
+                for row in added]
+
+    def request(self, prepared: Mapping[str, Any], start: int, stop: int) -> Any:
+        """The rows of records start..stop-1 as one statement (see one_request)."""
+        slices = list(self._slices(start, stop))
+        added = slices[0][1] if len(slices) == 1 else [
+            row for _, part in slices for row in part]
+        first = (slices[0][0], added[0][2])
+        if len(added) == 1:
+            return _bound(prepared[first[0]], first[1])
+        return _batch(prepared, first, added)
+
+    def spans(self, max_bytes: int = REQUEST_BYTES, max_rows: int = REQUEST_ROWS,
+              ) -> list[tuple[int, int]]:
+        """Consecutive records as requests' ranges (start, stop), each within max_bytes
+        and max_rows, or one record alone; records without rows are in no request."""
+        spans = []
+        with_rows = np.flatnonzero(self.counts)
+        sizes = np.cumsum(self.sizes[with_rows])
+        counts = np.cumsum(self.counts[with_rows])
+        first, total = 0, len(with_rows)
+        while first < total:
+            base_size = sizes[first - 1] if first else 0
+            base_count = counts[first - 1] if first else 0
+            last = min(int(np.searchsorted(sizes, base_size + max_bytes, "right")),
+                       int(np.searchsorted(counts, base_count + max_rows, "right")))
+            last = max(last, first + 1)
+            spans.append((int(with_rows[first]), int(with_rows[last - 1]) + 1))
+            first = last
+        return spans
+
+
+def encoded_rows(prepared: Mapping[str, Any], rows: TableRows) -> EncodedRows:
+    """A batch's column-wise rows with their values as the protocol's bytes: each column
+    serialized once, for the type its prepared statement binds, whichever statements
+    bind it."""
     everyone = len(rows.positions)
+    sizes = np.zeros(everyone, np.int64)
+    counts = np.zeros(everyone, np.int64)
+    done: dict[tuple[int, str], tuple[list[bytes | None], np.ndarray]] = {}
+    statements = []
     for table, records, columns in rows.statements:
         statement = prepared[table]
-        serialized = []
+        serialized, row_sizes = [], np.full(everyone, _ROW_BYTES + len(statement.query_id)
+                                            + _VALUE_BYTES * len(columns), np.int64)
         for spec, column in zip(statement.column_metadata, columns, strict=True):
             key = (id(column), spec.type.__name__)
             if key not in done:
-                done[key] = serialized_column(spec.type, column, statement.protocol_version)
-            serialized.append(done[key])
+                done[key] = _serialized(spec.type, column, statement.protocol_version)
+            values, lengths = done[key]
+            serialized.append(values)
+            row_sizes += lengths
         picked = records.tolist()
         if len(picked) < everyone:
             serialized = [[column[i] for i in picked] for column in serialized]
-        for record, values in zip(picked, zip(*serialized, strict=True), strict=True):
-            per_record[record].append((table, values))
-    return list(zip(rows.positions, per_record, strict=True))
+        np.add.at(sizes, records, row_sizes[records])
+        np.add.at(counts, records, 1)
+        statements.append((table, records, list(zip(
+            itertools.repeat(True), itertools.repeat(statement.query_id),
+            zip(*serialized, strict=True)))))
+    return EncodedRows(rows.positions, statements, sizes, counts)
 
 
 def packed(records_rows: Iterable[Sequence[RowWrite]],
            max_rows: int = ROWS_PER_REQUEST) -> Iterable[list[RowWrite]]:
     """Consecutive records' rows, packed into requests of at most max_rows rows (a
-    record with more goes alone): what the sink sends, for references that send the
-    same."""
+    record with more goes alone): what the sink sends of records given as values, for
+    references that send the same."""
     request: list[RowWrite] = []
     for rows in records_rows:
         if request and len(request) + len(rows) > max_rows:
@@ -172,8 +262,48 @@ def packed(records_rows: Iterable[Sequence[RowWrite]],
         yield request
 
 
-# A request's records: (record index in the bundle, its rows), consecutive ones.
-_Parts = list[tuple[int, list[RowWrite]]]
+@dataclass(frozen=True)
+class _Listed:
+    """A request's records given as rows: (record index in the bundle, its rows)."""
+
+    parts: list[tuple[int, list[RowWrite]]]
+
+    def statement(self, prepared: Mapping[str, Any]) -> Any:
+        return one_request(prepared, [row for _, rows in self.parts for row in rows])
+
+    def rows(self) -> int:
+        return sum(len(rows) for _, rows in self.parts)
+
+    def alone(self) -> list[_Listed]:
+        return [_Listed([part]) for part in self.parts]
+
+    def records(self) -> list[tuple[int, list[RowWrite]]]:
+        return self.parts
+
+
+@dataclass(frozen=True)
+class _Span:
+    """A request's records given encoded: records start..stop-1 of `encoded`, whose
+    record 0 is record `base` of the bundle."""
+
+    encoded: EncodedRows
+    start: int
+    stop: int
+    base: int
+
+    def statement(self, prepared: Mapping[str, Any]) -> Any:
+        return self.encoded.request(prepared, self.start, self.stop)
+
+    def rows(self) -> int:
+        return int(self.encoded.counts[self.start:self.stop].sum())
+
+    def alone(self) -> list[_Span]:
+        return [_Span(self.encoded, i, i + 1, self.base)
+                for i in range(self.start, self.stop) if self.encoded.counts[i]]
+
+    def records(self) -> list[tuple[int, list[RowWrite]]]:
+        return [(self.base + i, self.encoded.rows(i, i + 1))
+                for i in range(self.start, self.stop) if self.encoded.counts[i]]
 
 
 def cassandra_display(settings: Settings) -> dict[str, Any]:
@@ -224,28 +354,29 @@ class _WriteRecordsFn(beam.DoFn):
         self.settled = threading.Condition()
         self.in_flight = 0
         self.succeeded = 0
-        self.errored: collections.deque = collections.deque()  # (parts, attempt, exc)
+        self.errored: collections.deque = collections.deque()  # (request, attempt, exc)
         self.failed: list[FailedWrite] = []
         self.positions: list[str] = []  # per record of the bundle, where it was read
         self.failed_records: set[int] = set()
-        self.filling: _Parts = []  # the next request's records
+        self.filling: list[tuple[int, list[RowWrite]]] = []  # the next request's records
         self.filling_rows = 0
 
     def process(self, element):
         if self.batched:
-            records = serialized_rows(self.prepared, self.to_rows(element))
+            encoded = encoded_rows(self.prepared, self.to_rows(element))
+            base = len(self.positions)
+            self.positions.extend(encoded.positions)
+            for start, stop in encoded.spans():
+                self._send(_Span(encoded, start, stop, base), 1)
         else:
-            records = [(self.position_of(element) if self.position_of else "",
-                        list(self.to_rows(element)))]
-        for position, rows in records:
             index = len(self.positions)
-            self.positions.append(position)
-            if not rows:
-                continue
-            if self.filling and self.filling_rows + len(rows) > ROWS_PER_REQUEST:
-                self._send_filling()
-            self.filling.append((index, rows))
-            self.filling_rows += len(rows)
+            self.positions.append(self.position_of(element) if self.position_of else "")
+            rows = list(self.to_rows(element))
+            if rows:
+                if self.filling and self.filling_rows + len(rows) > ROWS_PER_REQUEST:
+                    self._send_filling()
+                self.filling.append((index, rows))
+                self.filling_rows += len(rows)
         if self.errored:
             self._retry_errored()
         return ()
@@ -270,22 +401,20 @@ class _WriteRecordsFn(beam.DoFn):
 
     def _send_filling(self) -> None:
         if self.filling:
-            self._send(self.filling, 1)
+            self._send(_Listed(self.filling), 1)
             self.filling, self.filling_rows = [], 0
 
-    def _send(self, parts: _Parts, attempt: int) -> None:
+    def _send(self, request: _Listed | _Span, attempt: int) -> None:
         with self.settled:
             self.settled.wait_for(lambda: self.in_flight < self.max_in_flight)
             self.in_flight += 1
-        rows = [row for _, record_rows in parts for row in record_rows]
         try:
-            future = self.session.execute_async(one_request(self.prepared, rows,
-                                                            self.batched))
+            future = self.session.execute_async(request.statement(self.prepared))
         except Exception as exc:  # no such statement, values the columns cannot take, ...
-            self._on_error(exc, parts, attempt)
+            self._on_error(exc, request, attempt)
             return
-        future.add_callbacks(self._on_written, self._on_error, callback_args=(len(rows),),
-                             errback_args=(parts, attempt))
+        future.add_callbacks(self._on_written, self._on_error,
+                             callback_args=(request.rows(),), errback_args=(request, attempt))
 
     def _on_written(self, _result, rows: int) -> None:
         with self.settled:
@@ -293,8 +422,8 @@ class _WriteRecordsFn(beam.DoFn):
             self.succeeded += rows
             self.settled.notify_all()
 
-    def _on_error(self, exc: BaseException, parts: _Parts, attempt: int) -> None:
-        self.errored.append((parts, attempt, exc))
+    def _on_error(self, exc: BaseException, request: _Listed | _Span, attempt: int) -> None:
+        self.errored.append((request, attempt, exc))
         with self.settled:
             self.in_flight -= 1
             self.settled.notify_all()
@@ -305,15 +434,16 @@ class _WriteRecordsFn(beam.DoFn):
         # host up) waits for the next round's backoff instead of spinning through its
         # attempts here.
         for _ in range(len(self.errored)):
-            parts, attempt, exc = self.errored.popleft()
+            request, attempt, exc = self.errored.popleft()
             retryable = isinstance(exc, self.retryable)
-            if not retryable and len(parts) > 1:
+            alone = request.alone()
+            if not retryable and len(alone) > 1:
                 # One bad record must not fail its neighbours: each alone, same attempt.
-                for part in parts:
-                    self._send([part], attempt)
+                for part in alone:
+                    self._send(part, attempt)
                 continue
             if not retryable or attempt >= self.max_attempts:
-                for record, rows in parts:
+                for record, rows in request.records():
                     self.failures.inc(len(rows))
                     self.failed.extend(FailedWrite(table, tuple(values), _describe(exc),
                                                    attempt) for table, values in rows)
@@ -325,8 +455,7 @@ class _WriteRecordsFn(beam.DoFn):
                 time.sleep(pause - waited)
                 waited = pause
             self.retries.inc()
-            self._send(parts, attempt + 1)
-
+            self._send(request, attempt + 1)
 
 STORED = "stored"
 

@@ -247,11 +247,11 @@ class CassandraNode:
             "concurrent_compactors": 1,
             "auto_snapshot": False,
             # The sink packs consecutive transactions' rows into one unlogged batch of
-            # up to 20 rows (io/cassandra.py, ROWS_PER_REQUEST): with the defaults (5
-            # KiB, 10 partitions) nearly every request came back with a warning that
-            # the driver logs.
+            # up to 16 KiB and 64 rows (io/cassandra.py, REQUEST_BYTES and REQUEST_ROWS):
+            # with the defaults (5 KiB, 10 partitions) nearly every request came back
+            # with a warning that the driver logs.
             "batch_size_warn_threshold": "24KiB",
-            "unlogged_batch_across_partitions_warn_threshold": 32,
+            "unlogged_batch_across_partitions_warn_threshold": 64,
         }
         security: list[str] = []
         if self.secure:

@@ -12,7 +12,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
-from fraud_detection.io.cassandra import WriteToCassandra, serialized_rows
+from fraud_detection.io.cassandra import WriteToCassandra, encoded_rows
 from fraud_detection.records import ScoredTransaction, Transaction
 from fraud_detection.store import queries
 from fraud_detection.store.entities import EntityRejected, add_entity
@@ -77,11 +77,11 @@ def test_a_batch_binds_the_bytes_the_driver_binds_for_each_record(small_world: W
         s.transaction, balance_before_cents=None, balance_after_cents=None, label=None))
         for i, s in enumerate(small_world.scored)]
     assert any(s.flagged for s in scored)
-    batch = serialized_rows(prepared, scored_table_rows(scored_table(scored)))
-    for s, (_, rows) in zip(scored, batch, strict=True):
+    encoded = encoded_rows(prepared, scored_table_rows(scored_table(scored)))
+    for i, s in enumerate(scored):
         bound = [(table, prepared[table].bind(values).values)
                  for table, values in scored_transaction_rows(s)]
-        assert [(table, list(values)) for table, values in rows] == bound
+        assert [(table, list(values)) for table, values in encoded.rows(i, i + 1)] == bound
 
 
 def test_customer_queries_return_what_the_sink_wrote(small_world: World, stored) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from cassandra import cqltypes
 
-from fraud_detection.io.cassandra import serialized_column
+from fraud_detection.io.cassandra import EncodedRows, serialized_column
 from fraud_detection.records import (
     Account,
     ScoredTransaction,
@@ -108,6 +109,27 @@ def test_a_column_serializes_to_the_bytes_the_driver_binds(cql_type, arrow_type,
     column = pa.array(values, type=arrow_type)
     expected = [None if v is None else cql_type.serialize(v, 4) for v in values]
     assert serialized_column(cql_type, column, 4) == expected
+
+
+def _encoded(sizes: list[int], counts: list[int]) -> EncodedRows:
+    """Records whose rows are one per count, each value the record's index."""
+    records = np.repeat(np.arange(len(counts)), counts)
+    added = [(True, b"q", (bytes([r]),)) for r in records.tolist()]
+    return EncodedRows([""] * len(counts), [("t", records, added)], np.array(sizes),
+                       np.array(counts))
+
+
+def test_requests_take_consecutive_records_within_their_bytes_and_rows() -> None:
+    encoded = _encoded([100, 100, 0, 100, 300, 100, 100], [2, 2, 0, 2, 5, 1, 1])
+    spans = encoded.spans(max_bytes=250, max_rows=5)
+    # A record over a bound goes alone; one without rows starts no request.
+    assert spans == [(0, 2), (3, 4), (4, 5), (5, 7)]
+    for start, stop in spans:
+        rows = encoded.rows(start, stop)
+        assert len(rows) <= 5 or stop - start == 1
+    assert [v[0] for _, v in encoded.rows(0, 7)] == [bytes([r]) for r in
+                                                      [0, 0, 1, 1, 3, 3, 4, 4, 4, 4, 4, 5, 6]]
+    assert encoded.rows(2, 3) == []
 
 
 def test_keys_are_stable_and_in_range() -> None:
