@@ -721,7 +721,7 @@ def _encode_accounts(ids: Sequence[str], last: np.ndarray, bucket_code: np.ndarr
 
 # --- counterparty state, risk and the decision ------------------------------------------
 
-# 1 had no strangers, 2 no amounts: read as none
+# 1 had no strangers, 2 no amounts: read as none (_decode_older_counterparty)
 COUNTERPARTY_STATE_VERSION = 3
 _COUNTERPARTY_HEADER = struct.Struct("<BqII")
 
@@ -746,35 +746,37 @@ class CounterpartyState:
 
 
 def encode_counterparty(state: CounterpartyState) -> bytes:
-    return b"".join([
-        _COUNTERPARTY_HEADER.pack(COUNTERPARTY_STATE_VERSION, state.last_micros,
-                                  len(state.days), len(state.labelled)),
-        state.days.astype("<i4").tobytes(), state.counts.astype("<i4").tobytes(),
-        state.frauds.astype("<i4").tobytes(), state.strangers.astype("<i4").tobytes(),
-        state.log_amounts.astype("<i8").tobytes(), state.log_squares.astype("<i8").tobytes(),
-        state.labelled_days.astype("<i4").tobytes(), _pack_strings(state.labelled)])
+    """One state's bytes: _encode_counterparties for one."""
+    return _encode_counterparties(
+        [""], np.array([state.last_micros], np.int64), np.zeros(len(state.days), np.int64),
+        np.asarray(state.days), [np.asarray(a) for a in (
+            state.counts, state.frauds, state.strangers, state.log_amounts,
+            state.log_squares)], {0: (state.labelled, np.asarray(state.labelled_days))})[""]
 
 
 def decode_counterparty(blob: bytes) -> CounterpartyState:
-    version, last, nd, nl = _COUNTERPARTY_HEADER.unpack_from(blob)
-    if not 1 <= version <= COUNTERPARTY_STATE_VERSION:
+    """One state, of any version: _decode_counterparties for one."""
+    prior = _decode_counterparties([""], {"": blob})
+    labelled, labelled_days = prior.labelled.get(0, ([], np.zeros(0, np.int64)))
+    return CounterpartyState(int(prior.last[0]), prior.days, prior.counts, prior.frauds,
+                             labelled, labelled_days, prior.strangers, prior.log_amounts,
+                             prior.log_squares)
+
+
+def _decode_older_counterparty(blob: bytes, version: int, nd: int, nl: int,
+                               ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """A state of an older version: its day arrays (days, counts, frauds, strangers) and
+    (log amounts, log squares), and its labelled ids and days."""
+    if not 1 <= version < COUNTERPARTY_STATE_VERSION:
         raise ValueError(f"counterparty state version {version}, this code reads 1 to "
                          f"{COUNTERPARTY_STATE_VERSION}")
     arrays = 3 if version == 1 else 4
     at = _COUNTERPARTY_HEADER.size
-    days, counts, frauds, *rest = (
-        np.frombuffer(blob, "<i4", nd, at + i * 4 * nd).astype(np.int64) for i in range(arrays))
+    four = np.zeros((4, nd), np.int64)
+    four[:arrays] = np.frombuffer(blob, "<i4", arrays * nd, at).reshape(arrays, nd)
     at += 4 * arrays * nd
-    none = np.zeros(nd, np.int64)
-    log_amounts = log_squares = none
-    if version >= 3:
-        log_amounts, log_squares = (np.frombuffer(blob, "<i8", nd, at + i * 8 * nd)
-                                    .astype(np.int64) for i in range(2))
-        at += 16 * nd
-    labelled_days = np.frombuffer(blob, "<i4", nl, at).astype(np.int64)
-    return CounterpartyState(last, days, counts, frauds,
-                             _unpack_strings(blob, at + 4 * nl, nl), labelled_days,
-                             rest[0] if rest else none, log_amounts, log_squares)
+    return (four, np.zeros((2, nd), np.int64), _unpack_strings(blob, at + 4 * nl, nl),
+            np.frombuffer(blob, "<i4", nl, at).astype(np.int64))
 
 
 @dataclass
@@ -812,11 +814,11 @@ def _decode_counterparties(ids: Sequence[str], states: Mapping[str, bytes]
                 labelled[c] = (_unpack_strings(blob, at + 4 * nl, nl),
                                np.frombuffer(blob, "<i4", nl, at).astype(np.int64))
         else:
-            old = decode_counterparty(blob)
-            small.append(np.stack([old.days, old.counts, old.frauds, old.strangers]))
-            large.append(np.stack([old.log_amounts, old.log_squares]))
-            if old.labelled:
-                labelled[c] = (old.labelled, old.labelled_days)
+            four, two, names, days = _decode_older_counterparty(blob, version, nd, nl)
+            small.append(four)
+            large.append(two)
+            if nl:
+                labelled[c] = (names, days)
         codes.append(np.full(nd, c, dtype=np.int64))
     four = np.concatenate(small, axis=1).astype(np.int64) if small \
         else np.zeros((4, 0), np.int64)
@@ -844,7 +846,7 @@ def _encode_counterparties(ids: Sequence[str], last: np.ndarray, code: np.ndarra
         states[cp_id] = b"".join((
             header(COUNTERPARTY_STATE_VERSION, latest, hi - lo, len(names)),
             small[:, lo:hi].tobytes(), large[:, lo:hi].tobytes(),
-            days.astype("<i4").tobytes(), _pack_strings(names) if names else b""))
+            days.astype("<i4").tobytes(), _pack_strings(names)))
     return states
 
 
