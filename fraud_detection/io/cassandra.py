@@ -239,8 +239,8 @@ def encoded_rows(prepared: Mapping[str, Any], rows: TableRows) -> EncodedRows:
         picked = records.tolist()
         if len(picked) < everyone:
             serialized = [[column[i] for i in picked] for column in serialized]
-        np.add.at(sizes, records, row_sizes[records])
-        np.add.at(counts, records, 1)
+        sizes[records] += row_sizes[records]  # a statement has a record's row once
+        counts[records] += 1
         statements.append((table, records, list(zip(
             itertools.repeat(True), itertools.repeat(statement.query_id),
             zip(*serialized, strict=True)))))
@@ -456,6 +456,7 @@ class _WriteRecordsFn(beam.DoFn):
                 waited = pause
             self.retries.inc()
             self._send(request, attempt + 1)
+
 
 STORED = "stored"
 
