@@ -147,9 +147,11 @@ def run(argv: list[str], settings: Settings,
                 | "ReadTransactions" >> ReadFromKafka(
                     settings.kafka_bootstrap, [settings.topic_transactions], GROUP_ID,
                     bounded=opts.bounded, start_from=opts.start_from, commit_read=False,
-                    poll_seconds=POLL_SECONDS)
-                | "Raw" >> beam.Map(lambda m: (m.position, m.timestamp_ms, m.value)))
-    checked = messages | "Validate" >> ValidateMessages(source)
+                    poll_seconds=POLL_SECONDS, batched=True)
+                | "Raw" >> beam.Map(lambda ms: [(m.position, m.timestamp_ms, m.value)
+                                                for m in ms]))
+    # A poll's messages travel as one list, and its valid transactions as one table.
+    checked = messages | "Validate" >> ValidateMessages(source, batched=True)
     accounts = checked[VALID] | "KnownAccounts" >> KnownAccounts(settings, source)
     labels = (pipeline
               | "ReadLabels" >> ReadFromKafka(

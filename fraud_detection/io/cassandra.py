@@ -511,7 +511,8 @@ class _KnownAccountsFn(beam.DoFn):
     since an account added meanwhile must be accepted. A bundle's lookups run
     concurrently and its uncached transactions wait for them at its end: one round trip
     per lookup in turn held the reader back (a replay, or a bank's millions of accounts,
-    meets new ones all the time)."""
+    meets new ones all the time). Elements are Transactions or tables of them
+    (kernel.table_of); a table comes out without its unknown accounts' rows."""
 
     # Uncached transactions held before their lookups are awaited within the bundle.
     MAX_WAITING = 2_000
@@ -530,26 +531,32 @@ class _KnownAccountsFn(beam.DoFn):
     def start_bundle(self) -> None:
         self.lookups: dict[str, Any] = {}  # account -> the driver's future of its row
         self.waiting: list[WindowedValue] = []
+        self.waiting_rows = 0
 
-    def process(self, transaction, timestamp=beam.DoFn.TimestampParam,
+    def process(self, element, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam):
-        account = transaction.account_id
-        if account in self.known:
-            yield transaction
+        if isinstance(element, pa.Table):
+            accounts = element["account_id"].unique().to_pylist()
+            rows = element.num_rows
+        else:
+            accounts, rows = [element.account_id], 1
+        new = [a for a in accounts if a not in self.known]
+        if not new:
+            yield element
             return
-        if account not in self.lookups:
-            self.lookups[account] = self.store.session.execute_async(
-                self.query, (account,), execution_profile=TUPLE_ROWS)
-        self.waiting.append(WindowedValue(transaction, timestamp, (window,)))
-        if len(self.waiting) >= self.MAX_WAITING:
+        for account in new:
+            if account not in self.lookups:
+                self.lookups[account] = self.store.session.execute_async(
+                    self.query, (account,), execution_profile=TUPLE_ROWS)
+        self.waiting.append(WindowedValue(element, timestamp, (window,)))
+        self.waiting_rows += rows
+        if self.waiting_rows >= self.MAX_WAITING:
             yield from self._settle()
 
     def finish_bundle(self):
         yield from self._settle()
 
     def _settle(self):
-        from fraud_detection.records import DeadLetter, raw_text
-
         for account, future in self.lookups.items():
             try:
                 found = future.result().one()
@@ -558,17 +565,34 @@ class _KnownAccountsFn(beam.DoFn):
             if found is not None:
                 self.known.add(account)
         self.lookups = {}
-        waiting, self.waiting = self.waiting, []
+        waiting, self.waiting, self.waiting_rows = self.waiting, [], 0
         for held in waiting:
-            transaction = held.value
-            if transaction.account_id in self.known:
-                yield held
+            if not isinstance(held.value, pa.Table):
+                if held.value.account_id in self.known:
+                    yield held
+                else:
+                    yield self._unknown(held, held.value)
                 continue
-            self.rejected.inc()
-            yield beam.pvalue.TaggedOutput("unknown", held.with_value(DeadLetter(
-                self.source, (f"account_id: unknown account {transaction.account_id!r}",),
-                raw_text(transaction.to_dict()), transaction.position,
-                received_at=transaction.event_time)))
+            table = held.value
+            known = pc.is_in(table["account_id"].combine_chunks(), value_set=pa.array(
+                [a for a in table["account_id"].unique().to_pylist() if a in self.known],
+                type=pa.string()))
+            if known.true_count:
+                yield held.with_value(table.filter(known))
+            if known.false_count:
+                from fraud_detection.transforms.kernel import transactions_of
+
+                for transaction in transactions_of(table.filter(pc.invert(known))):
+                    yield self._unknown(held, transaction)
+
+    def _unknown(self, held: WindowedValue, transaction):
+        from fraud_detection.records import DeadLetter, raw_text
+
+        self.rejected.inc()
+        return beam.pvalue.TaggedOutput("unknown", held.with_value(DeadLetter(
+            self.source, (f"account_id: unknown account {transaction.account_id!r}",),
+            raw_text(transaction.to_dict()), transaction.position,
+            received_at=transaction.event_time)))
 
     def _lookup(self, account: str):
         return waiting(lambda: self.store.session.execute(
@@ -579,7 +603,8 @@ class _KnownAccountsFn(beam.DoFn):
 
 
 class KnownAccounts(beam.PTransform):
-    """Transactions -> outputs `known` (Transaction) and `unknown` (DeadLetter)."""
+    """Transactions, or tables of them -> outputs `known` (the same, less the unknown
+    accounts' rows) and `unknown` (DeadLetter)."""
 
     def __init__(self, settings: Settings, source: str) -> None:
         super().__init__()

@@ -210,11 +210,15 @@ def _bools(table: pa.Table, name: str) -> np.ndarray:
     return table[name].combine_chunks().fill_null(False).to_numpy(zero_copy_only=False)
 
 
-def table_of(transactions: Sequence[Transaction]) -> pa.Table:
-    """Transactions -> a table of TRANSACTION_SCHEMA plus their read positions."""
+def table_of(transactions: Sequence[Transaction],
+             positions: Sequence[str] | None = None) -> pa.Table:
+    """Transactions -> a table of TRANSACTION_SCHEMA plus their read positions (theirs, or
+    the given ones)."""
     columns = {f.name: pa.array([getattr(t, f.name) for t in transactions], type=f.type)
                for f in TRANSACTION_SCHEMA}
-    columns[POSITION] = pa.array([t.position for t in transactions], type=pa.string())
+    if positions is None:
+        positions = [t.position for t in transactions]
+    columns[POSITION] = pa.array(positions, type=pa.string())
     return pa.table(columns)
 
 
@@ -1329,12 +1333,22 @@ def scored_table(scored: Sequence[ScoredTransaction]) -> pa.Table:
     return table.select(SCORED_SCHEMA.names)
 
 
-def scored_records(table: pa.Table) -> Iterator[ScoredTransaction]:
+def transactions_of(table: pa.Table) -> Iterator[Transaction]:
+    """table_of's inverse."""
+    for row, _ in _transactions(table):
+        yield row
+
+
+def _transactions(table: pa.Table) -> Iterator[tuple[Transaction, dict[str, Any]]]:
     names = TRANSACTION_SCHEMA.names
     has_position = POSITION in table.column_names
     for row in table.to_pylist():
-        tx = Transaction(**{k: row[k] for k in names},
-                         position=row[POSITION] if has_position else "")
+        yield Transaction(**{k: row[k] for k in names},
+                          position=row[POSITION] if has_position else ""), row
+
+
+def scored_records(table: pa.Table) -> Iterator[ScoredTransaction]:
+    for tx, row in _transactions(table):
         yield ScoredTransaction(tx, row["score"], row["flagged"], tuple(row["reasons"]),
                                 row["late"], row["model_version"])
 

@@ -117,48 +117,80 @@ def decode_json(value: bytes) -> tuple[Any, str | None]:
 class ValidateMessageFn(beam.DoFn):
     """(position, timestamp_ms, raw bytes) -> the record `validate` makes of its JSON, or a
     DeadLetter that keeps the bytes, the reasons and the position. counted: add to the
-    pipeline's read / valid / dead_lettered counters (the transactions, not labels)."""
+    pipeline's read / valid / dead_lettered counters (the transactions, not labels).
+    batched: each element is a list of messages, and its valid transactions come out as
+    one table (kernel.TRANSACTION_SCHEMA and positions)."""
 
     def __init__(self, source: str, validate: Callable[[Any], tuple[Any, list[str]]],
-                 counted: bool) -> None:
+                 counted: bool, batched: bool = False) -> None:
         self.source = source
         self.validate = validate
         self.counted = counted
+        self.batched = batched
         self.read = Metrics.counter("validate", "read")
         self.valid = Metrics.counter("validate", "valid")
         self.dead = Metrics.counter("validate", "dead_lettered")
 
-    def process(self, message: tuple[str, int, bytes]):
+    def process(self, element):
+        if not self.batched:
+            checked = self._checked(element)
+            self._count(1, 0 if isinstance(checked, DeadLetter) else 1)
+            if isinstance(checked, DeadLetter):
+                yield pvalue.TaggedOutput(DEAD_LETTERS, checked)
+            elif isinstance(checked, Transaction):
+                yield dataclasses.replace(checked, position=element[0])
+            else:
+                yield checked
+            return
+        from fraud_detection.transforms import kernel
+
+        valid, positions = [], []
+        for message in element:
+            checked = self._checked(message)
+            if isinstance(checked, DeadLetter):
+                yield pvalue.TaggedOutput(DEAD_LETTERS, checked)
+            else:
+                valid.append(checked)
+                positions.append(message[0])
+        self._count(len(element), len(valid))
+        if valid:
+            yield kernel.table_of(valid, positions)
+
+    def _count(self, read: int, valid: int) -> None:
+        if self.counted:
+            self.read.inc(read)
+            self.valid.inc(valid)
+            self.dead.inc(read - valid)
+
+    def _checked(self, message: tuple[str, int, bytes]) -> Any:
         position, timestamp_ms, value = message
         raw, problem = decode_json(value)
         record, errors = (None, [problem]) if problem else self.validate(raw)
-        if self.counted:
-            self.read.inc()
-            (self.dead if errors else self.valid).inc()
         if errors:
-            yield pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(
-                self.source, tuple(errors), raw_text(value), position,
-                _from_millis(timestamp_ms)))
-        elif isinstance(record, Transaction):
-            yield dataclasses.replace(record, position=position)
-        else:
-            yield record
+            return DeadLetter(self.source, tuple(errors), raw_text(value), position,
+                              _from_millis(timestamp_ms))
+        return record
 
 
 class ValidateMessages(beam.PTransform):
     """Raw messages (position, timestamp_ms, bytes) in; outputs `valid` (Transaction, or
-    what `validate` makes) and `dead_letters` (DeadLetter)."""
+    what `validate` makes) and `dead_letters` (DeadLetter). batched: elements are lists
+    of messages and `valid` holds a table of transactions per list."""
 
     def __init__(self, source: str, validate: Callable[[Any], tuple[Any, list[str]]]
-                 = validate_transaction, counted: bool = True) -> None:
+                 = validate_transaction, counted: bool = True, batched: bool = False) -> None:
         super().__init__()
+        if batched and validate is not validate_transaction:
+            raise ValueError("batched validation makes tables of transactions only")
         self.source = source
         self.validate = validate
         self.counted = counted
+        self.batched = batched
 
     def expand(self, messages):
         return messages | beam.ParDo(ValidateMessageFn(
-            self.source, self.validate, self.counted)).with_outputs(DEAD_LETTERS, main=VALID)
+            self.source, self.validate, self.counted, self.batched)).with_outputs(
+                DEAD_LETTERS, main=VALID)
 
 
 def validate_label(raw: Any) -> tuple[LabelEvent | None, list[str]]:
