@@ -471,16 +471,19 @@ class WriteToCassandra(beam.PTransform):
     rows are all in Cassandra, one per bundle). With `batched` each element is a batch
     of records (e.g. a scored Arrow table) and `to_rows` gives its TableRows, positions
     included, so the result has both outputs: batches cross the Reshuffle, not records,
-    and each column is serialized once, not each value.
+    and each column is serialized once, not each value. reshuffle=False writes in the
+    stage that made the records: for records a retried bundle would make again the same
+    (a stateful firing, whose state commits with its output), it saves a stage hop.
     """
 
     def __init__(self, settings: Settings, to_rows: Callable[[Any], Iterable[RowWrite]],
                  statements: Mapping[str, str] = STATEMENTS, max_in_flight: int | None = None,
                  max_attempts: int = 8, backoff_seconds: float = 0.25,
                  position_of: Callable[[Any], str] | None = None,
-                 batched: bool = False) -> None:
+                 batched: bool = False, reshuffle: bool = True) -> None:
         super().__init__()
         self.settings = settings
+        self.reshuffle = reshuffle
         self.to_rows = to_rows
         self.statements = statements
         self.max_in_flight = max_in_flight or settings.cassandra_max_in_flight
@@ -502,6 +505,8 @@ class WriteToCassandra(beam.PTransform):
             self.max_attempts, self.backoff_seconds, self.position_of, self.batched))
         if self.position_of is not None or self.batched:
             write = write.with_outputs(STORED, main="failed")
+        if not self.reshuffle:
+            return records | "Write" >> write
         return records | "Reshuffle" >> beam.Reshuffle() | "Write" >> write
 
 
