@@ -3,12 +3,22 @@ validation, streamer configs."""
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
+from apache_beam.pvalue import TaggedOutput
 
 from fraud_detection.errors import UsageError
-from fraud_detection.io.kafka import UNBOUNDED, PartitionRange, TopicRestriction, TopicTracker
+from fraud_detection.io.kafka import (
+    UNBOUNDED,
+    PartitionRange,
+    TopicRestriction,
+    TopicTracker,
+    encode_record,
+)
+from fraud_detection.records import validate_transaction
 from fraud_detection.streamers.config import streamer_config
-from fraud_detection.transforms.parse import decode_json, validate_label
+from fraud_detection.transforms import kernel
+from fraud_detection.transforms.parse import ValidateMessageFn, decode_json, validate_label
 
 
 def test_tracker_checkpoints_every_partition_and_never_halves_one() -> None:
@@ -43,6 +53,33 @@ def test_messages_that_are_not_json_say_why() -> None:
     value, problem = decode_json(b'{"a": ')
     assert value is None and problem.startswith("message: not JSON")
     assert decode_json(b"\xff\xfe\xfa")[1].startswith("message:")
+
+
+def test_a_poll_of_messages_validates_to_one_table_as_each_message_would() -> None:
+    good = {"transaction_id": "t-1", "event_time": "2024-01-02T10:00:00Z",
+            "bank_id": "bank-01", "user_id": "u-1", "account_id": "a-1",
+            "counterparty_id": "m-1", "counterparty_type": "merchant",
+            "tx_type": "PAYMENT", "amount_cents": 1234, "currency": "EUR"}
+    poll = [("kafka:t/0/4", 1, encode_record(good)),
+            ("kafka:t/0/5", 2, b"{not json"),
+            ("kafka:t/1/9", 3, encode_record({**good, "transaction_id": "t-2"})),
+            ("kafka:t/1/10", 4, encode_record({**good, "amount_cents": -1}))]
+    batched = list(ValidateMessageFn("kafka:t", validate_transaction, counted=False,
+                                     batched=True).process(poll))
+    one_by_one = [out for message in poll for out in ValidateMessageFn(
+        "kafka:t", validate_transaction, counted=False).process(message)]
+
+    tables = [out for out in batched if isinstance(out, pa.Table)]
+    assert len(tables) == 1
+    valid = [out for out in one_by_one if not isinstance(out, TaggedOutput)]
+    assert tables[0].equals(kernel.table_of(valid))
+    assert tables[0][kernel.POSITION].to_pylist() == ["kafka:t/0/4", "kafka:t/1/9"]
+    letters = [(out.value.position, out.value.reason) for out in batched
+               if isinstance(out, TaggedOutput)]
+    assert letters == [(out.value.position, out.value.reason) for out in one_by_one
+                       if isinstance(out, TaggedOutput)]
+    assert [p for p, _ in letters] == ["kafka:t/0/5", "kafka:t/1/10"]
+    assert "not JSON" in letters[0][1] and "amount_cents: negative" in letters[1][1]
 
 
 def test_labels_are_checked_field_by_field() -> None:
