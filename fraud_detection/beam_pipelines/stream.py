@@ -157,7 +157,9 @@ def run(argv: list[str], settings: Settings,
               | "ReadLabels" >> ReadFromKafka(
                   settings.kafka_bootstrap, [settings.topic_labels], GROUP_ID,
                   bounded=opts.bounded, start_from=opts.start_from, idle_follows_clock=True,
-                  poll_seconds=POLL_SECONDS)
+                  # Read to its end, the topic is quiet at once: a label just read would
+                  # otherwise hold every firing at its own time for idle_seconds.
+                  idle_seconds=0.0, poll_seconds=POLL_SECONDS)
               | "RawLabels" >> beam.Map(lambda m: (m.position, m.timestamp_ms, m.value))
               | "ValidateLabels" >> ValidateMessages(
                   f"kafka:{settings.topic_labels}", validate_label, counted=False))

@@ -285,8 +285,13 @@ class _ReadTopicFn(DoFn, RestrictionProvider):
         if holding:
             return None if min(holding) < 0 else min(holding)
         known = [n for n in idle if n >= 0]
-        if self.read.idle_follows_clock:  # a quiet topic of live events: nothing older will come
-            return max([*known, int(time.time() * 1000)])
+        if self.read.idle_follows_clock:
+            # A quiet topic of live events: nothing much older will come. A second ahead of
+            # the clock, as a quiet topic is ahead of its newest message: Prism learns the
+            # watermark only when a read bundle ends, so the clock itself held every firing
+            # until this reader's next bundle. What comes meanwhile is behind the
+            # watermark, and the next firing takes it.
+            return max([*known, int(time.time() * 1000) + QUIET_ADVANCE_MS])
         # Quiet everywhere: past the newest message too, or a consumer that waits for
         # the watermark to pass a moment (detection's cells) would hold the last ones.
         return max(known) + QUIET_ADVANCE_MS if known else None
