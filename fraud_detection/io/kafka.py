@@ -365,7 +365,6 @@ class _ReadTopicFn(DoFn, RestrictionProvider):
             self.left_at = {(topic, p): self.consumer.position(tps[p]) for p in reading}
             tracker.defer_remainder(Duration(seconds=0.1))
 
-
     def _emit(self, messages: list[KafkaMessage]):
         if not messages:
             return
