@@ -579,16 +579,19 @@ class _KnownAccountsFn(beam.DoFn):
                     yield self._unknown(held, held.value)
                 continue
             table = held.value
-            known = pc.is_in(table["account_id"].combine_chunks(), value_set=pa.array(
-                [a for a in table["account_id"].unique().to_pylist() if a in self.known],
+            accounts = table["account_id"].combine_chunks()
+            known = pc.is_in(accounts, value_set=pa.array(
+                [a for a in pc.unique(accounts).to_pylist() if a in self.known],
                 type=pa.string()))
+            if not known.false_count:  # every lookup found its account: no copy
+                yield held
+                continue
             if known.true_count:
                 yield held.with_value(table.filter(known))
-            if known.false_count:
-                from fraud_detection.transforms.kernel import transactions_of
+            from fraud_detection.transforms.kernel import transactions_of
 
-                for transaction in transactions_of(table.filter(pc.invert(known))):
-                    yield self._unknown(held, transaction)
+            for transaction in transactions_of(table.filter(pc.invert(known))):
+                yield self._unknown(held, transaction)
 
     def _unknown(self, held: WindowedValue, transaction):
         from fraud_detection.records import DeadLetter, raw_text
